@@ -1,0 +1,88 @@
+// Matrix product C[M,N] (+)= op(A)[M,K] * op(B)[K,N], register-blocked.
+//
+// Dispatch geometry: workgroups of 16x16 invocations; each invocation owns a 4x4 block of C,
+// so one workgroup covers a 64x64 tile: grid = (ceil(N/64), ceil(M/64), batch).
+// Operands are read straight from storage (no shared-memory tiling: on CPU drivers such as
+// lavapipe the workgroup barrier costs more than the reuse saves); rows and columns past the
+// edge are clamped for loading and masked at the store, so any M, N, K >= 1 works.
+// Specialisation (override constants): TRANS_A reads A as [K,M], TRANS_B reads B as [N,K],
+// ACCUMULATE adds into C instead of overwriting it. z indexes a batch of independent products
+// with element strides given in the parameters (0 for an operand shared by the whole batch).
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch_stride_a: u32,
+    batch_stride_b: u32,
+    batch_stride_c: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+override ACCUMULATE: bool = false;
+
+fn load_a(base: u32, row: u32, kk: u32) -> f32 {
+    if TRANS_A {
+        return a[base + kk * p.m + row];
+    }
+    return a[base + row * p.k + kk];
+}
+
+fn load_b(base: u32, kk: u32, col: u32) -> f32 {
+    if TRANS_B {
+        return b[base + col * p.k + kk];
+    }
+    return b[base + kk * p.n + col];
+}
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = (wg.y * 16u + lid.y) * 4u;
+    let col0 = (wg.x * 16u + lid.x) * 4u;
+    if row0 >= p.m || col0 >= p.n {
+        return;
+    }
+    let base_a = wg.z * p.batch_stride_a;
+    let base_b = wg.z * p.batch_stride_b;
+    let base_c = wg.z * p.batch_stride_c;
+    // Clamped indices keep every load in bounds; the extra rows/columns are never stored.
+    let r = vec4<u32>(row0, min(row0 + 1u, p.m - 1u), min(row0 + 2u, p.m - 1u), min(row0 + 3u, p.m - 1u));
+    let cc = vec4<u32>(col0, min(col0 + 1u, p.n - 1u), min(col0 + 2u, p.n - 1u), min(col0 + 3u, p.n - 1u));
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var kk = 0u; kk < p.k; kk++) {
+        let bv = vec4<f32>(load_b(base_b, kk, cc.x), load_b(base_b, kk, cc.y), load_b(base_b, kk, cc.z), load_b(base_b, kk, cc.w));
+        acc0 += load_a(base_a, r.x, kk) * bv;
+        acc1 += load_a(base_a, r.y, kk) * bv;
+        acc2 += load_a(base_a, r.z, kk) * bv;
+        acc3 += load_a(base_a, r.w, kk) * bv;
+    }
+    store_row(base_c, row0, col0, acc0);
+    store_row(base_c, row0 + 1u, col0, acc1);
+    store_row(base_c, row0 + 2u, col0, acc2);
+    store_row(base_c, row0 + 3u, col0, acc3);
+}
+
+fn store_row(base: u32, row: u32, col0: u32, v: vec4<f32>) {
+    if row >= p.m {
+        return;
+    }
+    let o = base + row * p.n + col0;
+    for (var j = 0u; j < 4u; j++) {
+        if col0 + j < p.n {
+            if ACCUMULATE {
+                c[o + j] += v[j];
+            } else {
+                c[o + j] = v[j];
+            }
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The library's error type: every variant names the thing at fault.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the library, with the file, shape or adapter involved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No GPU adapter could be used.
+    #[error("no usable GPU adapter: {tried}. {hint}")]
+    NoAdapter {
+        /// What was tried (backends, name filter).
+        tried: String,
+        /// How to get a driver.
+        hint: String,
+    },
+    /// The adapter lacks a limit or feature the kernels need.
+    #[error("adapter '{adapter}' is not usable: {reason}")]
+    AdapterTooSmall {
+        /// Adapter name.
+        adapter: String,
+        /// Which limit is too small.
+        reason: String,
+    },
+    /// Device creation or a device-level operation failed.
+    #[error("GPU device error: {0}")]
+    Device(String),
+    /// A tensor shape does not fit the operation.
+    #[error("shape error in {op}: {msg}")]
+    Shape {
+        /// The operation that rejected the shape.
+        op: &'static str,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file's content is malformed.
+    #[error("{path}: {msg}")]
+    Format {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// A user-supplied setting is invalid.
+    #[error("invalid setting: {0}")]
+    Config(String),
+}
+
+/// Short form of `Result<T, Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Builds an [`Error::Shape`] for `op`.
+pub fn shape_err(op: &'static str, msg: impl Into<String>) -> Error {
+    Error::Shape {
+        op,
+        msg: msg.into(),
+    }
+}

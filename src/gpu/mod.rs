@@ -1,0 +1,608 @@
+//! The GPU runtime: device, buffer pool, pipeline cache and a command recorder that batches
+//! dispatches into few submissions. It knows WGSL kernels and buffers, nothing of autograd.
+
+pub mod adapter;
+pub mod pool;
+pub mod shaders;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::error::{Error, Result};
+pub use adapter::AdapterRequest;
+use pool::BufferPool;
+use shaders::BindingKind;
+
+/// Bytes reserved per dispatch in the parameter arena (the common uniform offset alignment).
+const PARAM_SLOT: u64 = 256;
+/// Dispatches recorded before the recorder submits on its own.
+const MAX_BATCH: usize = 1024;
+/// Workgroups per dimension that every adapter supports.
+pub const MAX_GROUPS: u32 = 65535;
+
+/// A compute pipeline with the layout naga's reflection gave it.
+struct Pipeline {
+    id: u64,
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    bindings: Vec<(u32, BindingKind)>,
+}
+
+/// One parsed shader family: naga's module (for reflection) and the driver's module.
+struct Family {
+    naga: naga::Module,
+    info: naga::valid::ModuleInfo,
+    module: wgpu::ShaderModule,
+}
+
+enum Cmd {
+    Dispatch {
+        pipe: Rc<Pipeline>,
+        bind: wgpu::BindGroup,
+        offset: u32,
+        groups: [u32; 3],
+    },
+    Copy {
+        src: wgpu::Buffer,
+        dst: wgpu::Buffer,
+        bytes: u64,
+    },
+    Clear {
+        buf: wgpu::Buffer,
+    },
+}
+
+#[derive(Default)]
+struct Recorder {
+    cmds: Vec<Cmd>,
+    params: Vec<u8>,
+}
+
+/// Which kernel to run: shader family, entry point and pipeline-override constants.
+#[derive(Debug, Clone, Copy)]
+pub struct Kernel<'a> {
+    /// Shader family (file name without `.wgsl`).
+    pub shader: &'static str,
+    /// Entry point in that file.
+    pub entry: &'static str,
+    /// Values for the file's `override` constants (specialisation).
+    pub constants: &'a [(&'static str, f64)],
+}
+
+impl Kernel<'static> {
+    /// A kernel with no specialisation constants.
+    pub const fn new(shader: &'static str, entry: &'static str) -> Self {
+        Kernel {
+            shader,
+            entry,
+            constants: &[],
+        }
+    }
+}
+
+/// Counters for benchmarks and memory reports.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GpuStats {
+    /// Dispatches recorded since creation.
+    pub dispatches: u64,
+    /// Command buffers submitted since creation.
+    pub submits: u64,
+    /// Bytes in buffers currently held by tensors.
+    pub live_bytes: u64,
+    /// Peak of `live_bytes` since the last [`Gpu::reset_peak`].
+    pub peak_bytes: u64,
+    /// Bytes parked in the pool's free lists.
+    pub free_bytes: u64,
+}
+
+struct GpuInner {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    families: RefCell<HashMap<&'static str, Rc<Family>>>,
+    pipelines: RefCell<HashMap<String, Rc<Pipeline>>>,
+    bind_groups: RefCell<HashMap<(u64, Vec<u64>), wgpu::BindGroup>>,
+    pool: RefCell<BufferPool>,
+    rec: RefCell<Recorder>,
+    arena: wgpu::Buffer,
+    next_pipeline: Cell<u64>,
+    dispatches: Cell<u64>,
+    submits: Cell<u64>,
+    trace: bool,
+    checked: bool,
+}
+
+/// A handle to the GPU: cheap to clone, single-threaded.
+#[derive(Clone)]
+pub struct Gpu(Rc<GpuInner>);
+
+/// A pooled storage buffer; returns to the pool when dropped.
+pub struct Buffer {
+    gpu: Gpu,
+    id: u64,
+    buf: Option<wgpu::Buffer>,
+    /// Bytes the owner asked for (the buffer may be larger).
+    pub bytes: u64,
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            self.gpu.0.pool.borrow_mut().give(self.id, b);
+        }
+    }
+}
+
+impl Buffer {
+    fn raw(&self) -> &wgpu::Buffer {
+        self.buf.as_ref().expect("buffer present until drop")
+    }
+
+    /// The GPU this buffer lives on.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+}
+
+impl Gpu {
+    /// Opens the adapter `req` selects and creates a device on it.
+    pub fn new(req: &AdapterRequest) -> Result<Gpu> {
+        let adapter = adapter::select(req)?;
+        Self::from_adapter(adapter)
+    }
+
+    /// Opens the default adapter (flags empty; env vars honoured).
+    pub fn default_device() -> Result<Gpu> {
+        Self::new(&AdapterRequest::default())
+    }
+
+    /// Creates a device on `adapter`, asking for the adapter's own limits.
+    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+        let info = adapter.get_info();
+        if let Some(why) = adapter::unusable_reason(&adapter) {
+            return Err(Error::AdapterTooSmall {
+                adapter: info.name,
+                reason: why,
+            });
+        }
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("dynloss-wgpu"),
+            required_features: wgpu::Features::empty(),
+            required_limits: adapter.limits(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            ..Default::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| Error::Device(format!("{} ({:?}): {e}", info.name, info.backend)))?;
+        let arena = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("param arena"),
+            size: PARAM_SLOT * MAX_BATCH as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let flag = |name: &str| std::env::var(name).is_ok_and(|v| v != "0" && !v.is_empty());
+        Ok(Gpu(Rc::new(GpuInner {
+            device,
+            queue,
+            info,
+            families: RefCell::default(),
+            pipelines: RefCell::default(),
+            bind_groups: RefCell::default(),
+            pool: RefCell::default(),
+            rec: RefCell::default(),
+            arena,
+            next_pipeline: Cell::new(0),
+            dispatches: Cell::new(0),
+            submits: Cell::new(0),
+            trace: flag("DYNLOSS_TRACE"),
+            checked: flag("DYNLOSS_SHADER_CHECKS"),
+        })))
+    }
+
+    /// The adapter's identity.
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.0.info
+    }
+
+    /// The wgpu device (for benchmarks and advanced use).
+    pub fn device(&self) -> &wgpu::Device {
+        &self.0.device
+    }
+
+    /// Counters: dispatches, submits and buffer memory.
+    pub fn stats(&self) -> GpuStats {
+        let pool = self.0.pool.borrow();
+        GpuStats {
+            dispatches: self.0.dispatches.get(),
+            submits: self.0.submits.get(),
+            live_bytes: pool.live_bytes,
+            peak_bytes: pool.peak_bytes,
+            free_bytes: pool.free_bytes,
+        }
+    }
+
+    /// Starts a new peak-memory measurement from the current live bytes.
+    pub fn reset_peak(&self) {
+        let mut pool = self.0.pool.borrow_mut();
+        pool.peak_bytes = pool.live_bytes;
+    }
+
+    /// Releases the pool's free buffers and cached bind groups.
+    pub fn trim(&self) {
+        self.flush();
+        self.0.bind_groups.borrow_mut().clear();
+        self.0.pool.borrow_mut().trim();
+    }
+
+    /// An uninitialised buffer of at least `bytes` bytes from the pool.
+    pub fn alloc(&self, bytes: u64) -> Buffer {
+        let (id, buf) = self.0.pool.borrow_mut().take(&self.0.device, bytes);
+        Buffer {
+            gpu: self.clone(),
+            id,
+            buf: Some(buf),
+            bytes,
+        }
+    }
+
+    /// A buffer of `bytes` bytes filled with zeros (ordered after pending work).
+    pub fn zeros(&self, bytes: u64) -> Buffer {
+        let b = self.alloc(bytes);
+        self.record(Cmd::Clear {
+            buf: b.raw().clone(),
+        });
+        b
+    }
+
+    /// A buffer holding `data`.
+    pub fn upload(&self, data: &[u8]) -> Buffer {
+        let b = self.alloc(data.len() as u64);
+        self.write(&b, data);
+        b
+    }
+
+    /// Overwrites the start of `buf` with `data` (pending work that reads it runs first).
+    pub fn write(&self, buf: &Buffer, data: &[u8]) {
+        assert!(data.len() as u64 <= buf.bytes, "write larger than buffer");
+        // A recycled buffer may still be read by recorded, unsubmitted dispatches; queue
+        // writes land before the next submission, so submit those dispatches first.
+        self.flush();
+        let n = data.len() - data.len() % 4;
+        if n > 0 {
+            self.0.queue.write_buffer(buf.raw(), 0, &data[..n]);
+        }
+        if n < data.len() {
+            let mut tail = [0u8; 4];
+            tail[..data.len() - n].copy_from_slice(&data[n..]);
+            self.0.queue.write_buffer(buf.raw(), n as u64, &tail);
+        }
+    }
+
+    /// Records a copy of the first `bytes` bytes of `src` into `dst`.
+    pub fn copy(&self, src: &Buffer, dst: &Buffer, bytes: u64) {
+        let bytes = bytes.div_ceil(4) * 4;
+        self.record(Cmd::Copy {
+            src: src.raw().clone(),
+            dst: dst.raw().clone(),
+            bytes,
+        });
+    }
+
+    /// Reads the first `bytes` bytes of `buf` back to the host (waits for the GPU).
+    pub fn read(&self, buf: &Buffer, bytes: u64) -> Result<Vec<u8>> {
+        let padded = bytes.div_ceil(4) * 4;
+        if padded == 0 {
+            return Ok(Vec::new());
+        }
+        self.flush();
+        let staging = self.0.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: padded,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.0.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buf.raw(), 0, &staging, 0, padded);
+        self.0.queue.submit([enc.finish()]);
+        self.0.submits.set(self.0.submits.get() + 1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.0
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Device(format!("waiting for readback: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Device("readback callback never ran".into()))?
+            .map_err(|e| Error::Device(format!("mapping readback buffer: {e}")))?;
+        let mut out = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Device(format!("reading mapped buffer: {e:?}")))?
+            .to_vec();
+        staging.unmap();
+        out.truncate(bytes as usize);
+        Ok(out)
+    }
+
+    /// Submits everything recorded so far, without waiting.
+    pub fn flush(&self) {
+        let mut rec = self.0.rec.borrow_mut();
+        if rec.cmds.is_empty() {
+            return;
+        }
+        if !rec.params.is_empty() {
+            self.0.queue.write_buffer(&self.0.arena, 0, &rec.params);
+        }
+        let mut enc = self.0.device.create_command_encoder(&Default::default());
+        let cmds = std::mem::take(&mut rec.cmds);
+        rec.params.clear();
+        drop(rec);
+        let mut i = 0;
+        while i < cmds.len() {
+            match &cmds[i] {
+                Cmd::Copy { src, dst, bytes } => {
+                    enc.copy_buffer_to_buffer(src, 0, dst, 0, *bytes);
+                    i += 1;
+                }
+                Cmd::Clear { buf } => {
+                    enc.clear_buffer(buf, 0, None);
+                    i += 1;
+                }
+                Cmd::Dispatch { .. } => {
+                    // One compute pass for each run of consecutive dispatches.
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    while let Some(Cmd::Dispatch {
+                        pipe,
+                        bind,
+                        offset,
+                        groups,
+                    }) = cmds.get(i)
+                    {
+                        pass.set_pipeline(&pipe.pipeline);
+                        pass.set_bind_group(0, bind, &[*offset]);
+                        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                        i += 1;
+                    }
+                }
+            }
+        }
+        self.0.queue.submit([enc.finish()]);
+        self.0.submits.set(self.0.submits.get() + 1);
+    }
+
+    /// Submits pending work and waits until the GPU has finished it.
+    pub fn sync(&self) -> Result<()> {
+        self.flush();
+        self.0
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Device(format!("waiting for the GPU: {e}")))
+    }
+
+    fn record(&self, cmd: Cmd) {
+        let full = {
+            let mut rec = self.0.rec.borrow_mut();
+            rec.cmds.push(cmd);
+            rec.cmds.len() >= MAX_BATCH
+        };
+        if full {
+            self.flush();
+        }
+    }
+
+    fn family(&self, name: &'static str) -> Result<Rc<Family>> {
+        if let Some(f) = self.0.families.borrow().get(name) {
+            return Ok(f.clone());
+        }
+        let src = shaders::source(name)
+            .ok_or_else(|| Error::Device(format!("no shader family '{name}'")))?;
+        let (naga_module, info) = shaders::validate(name, src).map_err(Error::Device)?;
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(name),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        };
+        let module = if self.0.checked {
+            self.0.device.create_shader_module(desc)
+        } else {
+            // SAFETY: every kernel guards its own indices (checked by the CPU-reference tests,
+            // which can be rerun with DYNLOSS_SHADER_CHECKS=1), never divides by zero and has
+            // loops with finite trip counts; dropping the injected bounds checks, division
+            // guards and loop counters makes inner loops markedly faster on CPU drivers.
+            unsafe {
+                self.0.device.create_shader_module_trusted(
+                    desc,
+                    wgpu::ShaderRuntimeChecks::unchecked(),
+                )
+            }
+        };
+        let fam = Rc::new(Family {
+            naga: naga_module,
+            info,
+            module,
+        });
+        self.0.families.borrow_mut().insert(name, fam.clone());
+        Ok(fam)
+    }
+
+    fn pipeline(&self, k: &Kernel) -> Result<Rc<Pipeline>> {
+        let mut key = format!("{}:{}", k.shader, k.entry);
+        for (n, v) in k.constants {
+            key.push_str(&format!(":{n}={v}"));
+        }
+        if let Some(p) = self.0.pipelines.borrow().get(&key) {
+            return Ok(p.clone());
+        }
+        let fam = self.family(k.shader)?;
+        let bindings = shaders::entry_bindings(&fam.naga, &fam.info, k.entry)
+            .ok_or_else(|| Error::Device(format!("{}.wgsl has no entry '{}'", k.shader, k.entry)))?;
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+            .iter()
+            .map(|(b, kind)| wgpu::BindGroupLayoutEntry {
+                binding: *b,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match kind {
+                        BindingKind::Params => wgpu::BufferBindingType::Uniform,
+                        BindingKind::ReadOnly => {
+                            wgpu::BufferBindingType::Storage { read_only: true }
+                        }
+                        BindingKind::ReadWrite => {
+                            wgpu::BufferBindingType::Storage { read_only: false }
+                        }
+                    },
+                    has_dynamic_offset: *kind == BindingKind::Params,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let dev = &self.0.device;
+        let layout = dev.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(&key),
+            entries: &entries,
+        });
+        let playout = dev.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&key),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&key),
+            layout: Some(&playout),
+            module: &fam.module,
+            entry_point: Some(k.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: k.constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        let id = self.0.next_pipeline.get() + 1;
+        self.0.next_pipeline.set(id);
+        let p = Rc::new(Pipeline {
+            id,
+            pipeline,
+            layout,
+            bindings,
+        });
+        self.0.pipelines.borrow_mut().insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// Compiles (or finds cached) the pipeline for `k` without running it.
+    pub fn prepare(&self, k: &Kernel) -> Result<()> {
+        self.pipeline(k).map(|_| ())
+    }
+
+    /// Records one dispatch of `k` with parameter words `params` (binding 0) and `buffers`
+    /// bound, in order, to the entry point's storage bindings.
+    pub fn dispatch(
+        &self,
+        k: &Kernel,
+        params: &[u32],
+        buffers: &[&Buffer],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        if groups.iter().any(|&g| g > MAX_GROUPS) {
+            return Err(Error::Device(format!(
+                "{}:{} dispatch {:?} exceeds {MAX_GROUPS} workgroups per dimension",
+                k.shader, k.entry, groups
+            )));
+        }
+        let pipe = self.pipeline(k)?;
+        let storage: Vec<u32> = pipe
+            .bindings
+            .iter()
+            .filter(|(_, kind)| *kind != BindingKind::Params)
+            .map(|(b, _)| *b)
+            .collect();
+        if storage.len() != buffers.len() {
+            return Err(Error::Device(format!(
+                "{}:{} binds {} storage buffers, {} given",
+                k.shader,
+                k.entry,
+                storage.len(),
+                buffers.len()
+            )));
+        }
+        assert!(params.len() * 4 <= PARAM_SLOT as usize, "too many params");
+        let mut key_ids = Vec::with_capacity(buffers.len());
+        key_ids.extend(buffers.iter().map(|b| b.id));
+        let bind = {
+            let mut cache = self.0.bind_groups.borrow_mut();
+            if cache.len() > 8192 {
+                cache.clear();
+            }
+            cache
+                .entry((pipe.id, key_ids))
+                .or_insert_with(|| {
+                    let mut entries = Vec::with_capacity(buffers.len() + 1);
+                    let mut it = buffers.iter();
+                    for (b, kind) in &pipe.bindings {
+                        let resource = if *kind == BindingKind::Params {
+                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &self.0.arena,
+                                offset: 0,
+                                size: wgpu::BufferSize::new(PARAM_SLOT),
+                            })
+                        } else {
+                            it.next().expect("counted above").raw().as_entire_binding()
+                        };
+                        entries.push(wgpu::BindGroupEntry {
+                            binding: *b,
+                            resource,
+                        });
+                    }
+                    self.0
+                        .device
+                        .create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: None,
+                            layout: &pipe.layout,
+                            entries: &entries,
+                        })
+                })
+                .clone()
+        };
+        if self.0.trace {
+            eprintln!(
+                "[dispatch] {}:{} {:?} groups={:?} params={:?}",
+                k.shader, k.entry, k.constants, groups, params
+            );
+        }
+        let offset = {
+            let mut rec = self.0.rec.borrow_mut();
+            let off = rec.params.len();
+            rec.params.extend_from_slice(bytemuck::cast_slice(params));
+            rec.params.resize(off + PARAM_SLOT as usize, 0);
+            off as u32
+        };
+        self.0.dispatches.set(self.0.dispatches.get() + 1);
+        self.record(Cmd::Dispatch {
+            pipe,
+            bind,
+            offset,
+            groups,
+        });
+        Ok(())
+    }
+}
+
+/// Workgroup counts covering `n` invocations of a 1-D kernel with `wg` threads per group,
+/// folded into two dimensions when one would exceed the per-dimension limit. Kernels
+/// recover the flat index as `(gid.y * num_workgroups.x + gid.x) * wg + lid.x`.
+pub fn grid_1d(n: usize, wg: u32) -> [u32; 3] {
+    let groups = (n as u64).div_ceil(wg as u64).max(1);
+    if groups <= MAX_GROUPS as u64 {
+        [groups as u32, 1, 1]
+    } else {
+        let y = groups.div_ceil(MAX_GROUPS as u64);
+        let x = groups.div_ceil(y);
+        [x as u32, y as u32, 1]
+    }
+}

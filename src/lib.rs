@@ -1,0 +1,13 @@
+//! dynloss-wgpu: robust training on long-tailed, mislabelled image data with the Dynamic Loss
+//! method, on any GPU wgpu can drive, with hand-written WGSL kernels.
+//!
+//! Data flows one way: `gpu` (device, buffers, kernels) <- `tensor` (shapes and op launches).
+
+pub mod bench;
+pub mod error;
+pub mod gpu;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use gpu::Gpu;
+pub use tensor::{DType, Tensor};

@@ -1,0 +1,164 @@
+//! Batch normalisation kernels over NCHW activations (per-channel statistics).
+
+use super::{DType, Tensor, ensure, f, fits_u32};
+use crate::error::Result;
+use crate::gpu::{Kernel, grid_1d};
+
+/// Per-channel batch statistics: mean and biased variance.
+pub struct BatchStats {
+    /// Mean per channel, [C].
+    pub mean: Tensor,
+    /// Biased variance per channel, [C].
+    pub var: Tensor,
+}
+
+fn nchw(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
+    x.expect_dtype(op, DType::F32)?;
+    let s = x.shape();
+    ensure(s.len() == 2 || s.len() == 4, op, || {
+        format!("expected [N,C] or [N,C,H,W], got {s:?}")
+    })?;
+    let hw = if s.len() == 4 { s[2] * s[3] } else { 1 };
+    fits_u32(op, x.numel())?;
+    Ok((s[0], s[1], hw))
+}
+
+fn params(n: usize, c: usize, hw: usize, eps: f32, momentum: f32) -> [u32; 5] {
+    [n as u32, c as u32, hw as u32, f(eps), f(momentum)]
+}
+
+fn check_channels(op: &'static str, c: usize, ts: &[&Tensor]) -> Result<()> {
+    for t in ts {
+        ensure(t.shape() == [c], op, || {
+            format!("per-channel tensor {:?} should be [{c}]", t.shape())
+        })?;
+    }
+    Ok(())
+}
+
+/// Batch mean and biased variance of each channel of x ([N,C,H,W] or [N,C]).
+pub fn batch_stats(x: &Tensor) -> Result<BatchStats> {
+    let (n, c, hw) = nchw("batch_stats", x)?;
+    let gpu = x.gpu();
+    let mean = Tensor::empty(gpu, &[c], DType::F32);
+    let var = Tensor::empty(gpu, &[c], DType::F32);
+    gpu.dispatch(
+        &Kernel::new("batchnorm", "stats"),
+        &params(n, c, hw, 0.0, 0.0),
+        &[x.buffer(), mean.buffer(), var.buffer()],
+        [c as u32, 1, 1],
+    )?;
+    Ok(BatchStats { mean, var })
+}
+
+/// y = (x - mean) / sqrt(var + eps) * gamma + beta per channel, then ReLU if `relu`.
+pub fn bn_apply(
+    x: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+    relu: bool,
+) -> Result<Tensor> {
+    let (n, c, hw) = nchw("bn_apply", x)?;
+    check_channels("bn_apply", c, &[mean, var, gamma, beta])?;
+    let out = Tensor::empty(x.gpu(), x.shape(), DType::F32);
+    let consts = [("RELU", relu as u32 as f64)];
+    let k = Kernel {
+        shader: "batchnorm",
+        entry: "apply",
+        constants: &consts,
+    };
+    x.gpu().dispatch(
+        &k,
+        &params(n, c, hw, eps, 0.0),
+        &[
+            x.buffer(),
+            mean.buffer(),
+            var.buffer(),
+            gamma.buffer(),
+            beta.buffer(),
+            out.buffer(),
+        ],
+        grid_1d(x.numel(), 256),
+    )?;
+    Ok(out)
+}
+
+/// Updates running statistics in place: r = (1 - momentum) r + momentum * batch, with the
+/// batch variance unbiased by M/(M-1), M = N*H*W of `x_shape`.
+pub fn bn_running_update(
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    batch: &BatchStats,
+    x_shape: &[usize],
+    momentum: f32,
+) -> Result<()> {
+    let c = batch.mean.numel();
+    check_channels("bn_running_update", c, &[running_mean, running_var, &batch.var])?;
+    let hw: usize = x_shape.iter().skip(2).product();
+    let n = x_shape.first().copied().unwrap_or(1);
+    running_mean.gpu().dispatch(
+        &Kernel::new("batchnorm", "running_update"),
+        &params(n, c, hw, 0.0, momentum),
+        &[
+            batch.mean.buffer(),
+            batch.var.buffer(),
+            running_mean.buffer(),
+            running_var.buffer(),
+        ],
+        grid_1d(c, 256),
+    )
+}
+
+/// Gradients of training-mode batch norm: returns (dx, dgamma, dbeta) given x, its batch
+/// statistics, gamma and the output gradient dy (of the affine output, before any ReLU).
+pub fn bn_backward(
+    x: &Tensor,
+    stats: &BatchStats,
+    gamma: &Tensor,
+    dy: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (n, c, hw) = nchw("bn_backward", x)?;
+    ensure(dy.shape() == x.shape(), "bn_backward", || {
+        format!("dy {:?} vs x {:?}", dy.shape(), x.shape())
+    })?;
+    check_channels("bn_backward", c, &[&stats.mean, &stats.var, gamma])?;
+    let gpu = x.gpu();
+    let p = params(n, c, hw, eps, 0.0);
+    // sum(dy) is dbeta and sum(dy * xhat) is dgamma.
+    let dbeta = Tensor::empty(gpu, &[c], DType::F32);
+    let dgamma = Tensor::empty(gpu, &[c], DType::F32);
+    gpu.dispatch(
+        &Kernel::new("batchnorm", "backward_sums"),
+        &p,
+        &[
+            x.buffer(),
+            stats.mean.buffer(),
+            stats.var.buffer(),
+            dy.buffer(),
+            dbeta.buffer(),
+            dgamma.buffer(),
+        ],
+        [c as u32, 1, 1],
+    )?;
+    let dx = Tensor::empty(gpu, x.shape(), DType::F32);
+    gpu.dispatch(
+        &Kernel::new("batchnorm", "backward_apply"),
+        &p,
+        &[
+            x.buffer(),
+            stats.mean.buffer(),
+            stats.var.buffer(),
+            gamma.buffer(),
+            dy.buffer(),
+            dx.buffer(),
+            dbeta.buffer(),
+            dgamma.buffer(),
+        ],
+        grid_1d(x.numel(), 256),
+    )?;
+    Ok((dx, dgamma, dbeta))
+}

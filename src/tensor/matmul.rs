@@ -1,0 +1,78 @@
+//! Matrix products with transposed-operand variants.
+
+use super::{DType, Tensor, ensure, fits_u32};
+use crate::error::Result;
+use crate::gpu::Kernel;
+
+/// `op(a) @ op(b)` for 2-D tensors, where op transposes when the flag is set:
+/// a is [M,K] (or [K,M] with `trans_a`), b is [K,N] (or [N,K] with `trans_b`); returns [M,N].
+pub fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Tensor> {
+    let (m, k, n) = dims(a, b, trans_a, trans_b)?;
+    let out = Tensor::empty(a.gpu(), &[m, n], DType::F32);
+    launch(a, b, &out, trans_a, trans_b, false, (m, k, n))?;
+    Ok(out)
+}
+
+/// `out += op(a) @ op(b)` in place (used to accumulate gradients).
+pub fn matmul_acc(out: &Tensor, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<()> {
+    let (m, k, n) = dims(a, b, trans_a, trans_b)?;
+    ensure(out.shape() == [m, n], "matmul_acc", || {
+        format!("output {:?} but product is [{m}, {n}]", out.shape())
+    })?;
+    launch(a, b, out, trans_a, trans_b, true, (m, k, n))
+}
+
+fn dims(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<(usize, usize, usize)> {
+    a.expect_dtype("matmul", DType::F32)?;
+    b.expect_dtype("matmul", DType::F32)?;
+    let sa = a.expect_rank("matmul", 2)?;
+    let sb = b.expect_rank("matmul", 2)?;
+    let (m, k) = if trans_a { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
+    let (kb, n) = if trans_b { (sb[1], sb[0]) } else { (sb[0], sb[1]) };
+    ensure(k == kb, "matmul", || {
+        format!(
+            "inner dimensions differ: {:?}{} x {:?}{}",
+            sa,
+            if trans_a { "^T" } else { "" },
+            sb,
+            if trans_b { "^T" } else { "" }
+        )
+    })?;
+    Ok((m, k, n))
+}
+
+fn launch(
+    a: &Tensor,
+    b: &Tensor,
+    out: &Tensor,
+    trans_a: bool,
+    trans_b: bool,
+    acc: bool,
+    (m, k, n): (usize, usize, usize),
+) -> Result<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    fits_u32("matmul", m * k.max(n))?;
+    let constants = [
+        ("TRANS_A", trans_a as u32 as f64),
+        ("TRANS_B", trans_b as u32 as f64),
+        ("ACCUMULATE", acc as u32 as f64),
+    ];
+    let kernel = Kernel {
+        shader: "matmul",
+        entry: "main",
+        constants: &constants,
+    };
+    if k == 0 {
+        // An empty sum: zeros (or nothing to add).
+        if !acc {
+            super::elementwise::fill(out, 0.0)?;
+        }
+        return Ok(());
+    }
+    let p = [m as u32, n as u32, k as u32, 0, 0, 0];
+    let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1];
+    a.gpu()
+        .dispatch(&kernel, &p, &[a.buffer(), b.buffer(), out.buffer()], groups)
+}

@@ -1,0 +1,64 @@
+//! Shared test helpers: the GPU under test, seeded random data, tolerant comparisons.
+#![allow(dead_code)]
+
+use dynloss_wgpu::Gpu;
+
+/// The GPU the tests run on (honours WGPU_BACKEND / WGPU_ADAPTER_NAME).
+pub fn gpu() -> Gpu {
+    Gpu::default_device().unwrap_or_else(|e| panic!("tests need a GPU adapter: {e}"))
+}
+
+/// A tiny deterministic generator (SplitMix64) so test data never depends on a crate's stream.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * self.uniform()
+    }
+    /// Uniform integer in [0, n).
+    pub fn below(&mut self, n: u32) -> u32 {
+        (self.next_u64() % n as u64) as u32
+    }
+    /// `n` values uniform in [-1, 1).
+    pub fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.range(-1.0, 1.0)).collect()
+    }
+    /// `n` labels in [0, classes).
+    pub fn labels(&mut self, n: usize, classes: u32) -> Vec<u32> {
+        (0..n).map(|_| self.below(classes)).collect()
+    }
+}
+
+/// Asserts |got - want| <= atol + rtol * |want| elementwise, naming the first bad index.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let g = g as f64;
+        assert!(
+            (g - w).abs() <= atol + rtol * w.abs() && g.is_finite() == w.is_finite(),
+            "{what}: index {i}: got {g}, want {w}"
+        );
+    }
+}
+
+/// f32 slice to f64 vector.
+pub fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
