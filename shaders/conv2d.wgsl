@@ -8,8 +8,10 @@
 //                 GEMM rows = N*OH*OW output pixels (y), columns = Co (x);
 //                 grid = (ceil(Co/(4 WGX)), ceil(N*OH*OW/(4 WGY)), 1).
 // - input_grad:   dX[n,ci,ih,iw] = sum_{co,kh,kw} W[co,ci,kh,kw] * dY[n,co,oh,ow]
-//                 where ih = oh*s - p + kh (and likewise w); rows = N*H*W input pixels,
-//                 columns = Ci; grid = (ceil(Ci/(4 WGX)), ceil(N*H*W/(4 WGY)), 1).
+//                 where ih = oh*s - p + kh (and likewise w); columns = Ci. The input pixels
+//                 are split into s*s phases (ih % s, iw % s), one per z slice, so that only
+//                 taps that can contribute are visited; rows = N*ceil(H/s)*ceil(W/s) pixels
+//                 of a phase; grid = (ceil(Ci/(4 WGX)), ceil(rows/(4 WGY)), s*s).
 // - weight_grad:  dW[co,ci,kh,kw] = sum_{n,oh,ow} dY[n,co,oh,ow] * X[n,ci,oh*s-p+kh,ow*s-p+kw]
 //                 rows = Co (y), columns = Ci*KH*KW (x); the long reduction over N*OH*OW is
 //                 split into `splits` chunks along z (grid z = splits), each writing its own
@@ -38,6 +40,8 @@ struct Params {
 
 override WGX: u32 = 16u;
 override WGY: u32 = 16u;
+// The convolution stride, as a constant so index arithmetic compiles to shifts and adds.
+override STRIDE: u32 = 1u;
 
 @compute @workgroup_size(WGX, WGY)
 fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -60,8 +64,8 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
         let oh = t % p.oh;
         let n = t / p.oh;
         img[j] = n * p.ci * hw;
-        ih0[j] = i32(oh * p.stride) - i32(p.pad);
-        iw0[j] = i32(ow * p.stride) - i32(p.pad);
+        ih0[j] = i32(oh * STRIDE) - i32(p.pad);
+        iw0[j] = i32(ow * STRIDE) - i32(p.pad);
     }
     let cov = vec4<u32>(co0, min(co0 + 1u, p.co - 1u), min(co0 + 2u, p.co - 1u), min(co0 + 3u, p.co - 1u));
     let wrow = cov * (p.ci * khw);
@@ -114,8 +118,17 @@ fn store_pixel(q: u32, pixels: u32, c0: u32, channels: u32, hw: u32, v: vec4<f32
 
 @compute @workgroup_size(WGX, WGY)
 fn input_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let hw = p.h * p.w;
-    let pixels = p.n * hw;
+    // Phase (ph, pw) = (ih % s, iw % s) is fixed per z slice, so every pixel of this
+    // invocation is reached by the same taps kh = kh0, kh0 + s, ... (and likewise kw); no tap
+    // is visited that cannot contribute, and oh = (ih + p - kh) / s is exact.
+    let ph = wg.z / STRIDE;
+    let pw = wg.z % STRIDE;
+    if ph >= p.h || pw >= p.w {
+        return;
+    }
+    let hp = (p.h - ph + STRIDE - 1u) / STRIDE;
+    let wp = (p.w - pw + STRIDE - 1u) / STRIDE;
+    let pixels = p.n * hp * wp;
     let pix0 = (wg.y * WGY + lid.y) * 4u;
     let ci0 = (wg.x * WGX + lid.x) * 4u;
     if pix0 >= pixels || ci0 >= p.ci {
@@ -123,18 +136,20 @@ fn input_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
     }
     let ohw = p.oh * p.ow;
     let khw = p.kh * p.kw;
+    let kh0 = (ph + p.pad) % STRIDE;
+    let kw0 = (pw + p.pad) % STRIDE;
     var img: array<u32, 4>;
-    var ihp: array<i32, 4>;
-    var iwp: array<i32, 4>;
+    var oh0: array<i32, 4>; // (ih + pad - kh0) / s: output row reached by the first tap
+    var ow0: array<i32, 4>;
     for (var j = 0u; j < 4u; j++) {
         let q = min(pix0 + j, pixels - 1u);
-        let iw = q % p.w;
-        let t = q / p.w;
-        let ih = t % p.h;
-        let n = t / p.h;
+        let jw = q % wp;
+        let t = q / wp;
+        let jh = t % hp;
+        let n = t / hp;
         img[j] = n * p.co * ohw;
-        ihp[j] = i32(ih + p.pad);
-        iwp[j] = i32(iw + p.pad);
+        oh0[j] = (i32(ph + jh * STRIDE + p.pad) - i32(kh0)) / i32(STRIDE);
+        ow0[j] = (i32(pw + jw * STRIDE + p.pad) - i32(kw0)) / i32(STRIDE);
     }
     let civ = vec4<u32>(ci0, min(ci0 + 1u, p.ci - 1u), min(ci0 + 2u, p.ci - 1u), min(ci0 + 3u, p.ci - 1u));
     let wcol = civ * khw;
@@ -145,36 +160,51 @@ fn input_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
     var acc3 = vec4<f32>(0.0);
     for (var co = 0u; co < p.co; co++) {
         let plane = co * ohw;
-        for (var kh = 0u; kh < p.kh; kh++) {
-            for (var kw = 0u; kw < p.kw; kw++) {
+        var dh = 0;
+        for (var kh = kh0; kh < p.kh; kh += STRIDE) {
+            var dw = 0;
+            for (var kw = kw0; kw < p.kw; kw += STRIDE) {
                 let wk = co * wco + kh * p.kw + kw;
                 let wv = vec4<f32>(other[wk + wcol.x], other[wk + wcol.y], other[wk + wcol.z], other[wk + wcol.w]);
-                acc0 += load_dy(img[0] + plane, ihp[0] - i32(kh), iwp[0] - i32(kw)) * wv;
-                acc1 += load_dy(img[1] + plane, ihp[1] - i32(kh), iwp[1] - i32(kw)) * wv;
-                acc2 += load_dy(img[2] + plane, ihp[2] - i32(kh), iwp[2] - i32(kw)) * wv;
-                acc3 += load_dy(img[3] + plane, ihp[3] - i32(kh), iwp[3] - i32(kw)) * wv;
+                acc0 += load_dy(img[0] + plane, oh0[0] - dh, ow0[0] - dw) * wv;
+                acc1 += load_dy(img[1] + plane, oh0[1] - dh, ow0[1] - dw) * wv;
+                acc2 += load_dy(img[2] + plane, oh0[2] - dh, ow0[2] - dw) * wv;
+                acc3 += load_dy(img[3] + plane, oh0[3] - dh, ow0[3] - dw) * wv;
+                dw += 1;
             }
+            dh += 1;
         }
     }
-    store_pixel(pix0, pixels, ci0, p.ci, hw, acc0);
-    store_pixel(pix0 + 1u, pixels, ci0, p.ci, hw, acc1);
-    store_pixel(pix0 + 2u, pixels, ci0, p.ci, hw, acc2);
-    store_pixel(pix0 + 3u, pixels, ci0, p.ci, hw, acc3);
+    let hw = p.h * p.w;
+    store_phase(pix0, pixels, hp, wp, ph, pw, ci0, hw, acc0);
+    store_phase(pix0 + 1u, pixels, hp, wp, ph, pw, ci0, hw, acc1);
+    store_phase(pix0 + 2u, pixels, hp, wp, ph, pw, ci0, hw, acc2);
+    store_phase(pix0 + 3u, pixels, hp, wp, ph, pw, ci0, hw, acc3);
 }
 
-// dY value of the output pixel whose window put tap (kh, kw) on this input pixel:
-// (oh*s, ow*s) = (ih + p - kh, iw + p - kw), which must be on the stride grid and in range.
-fn load_dy(plane: u32, y: i32, x: i32) -> f32 {
-    let s = i32(p.stride);
-    if y < 0 || x < 0 || y % s != 0 || x % s != 0 {
-        return 0.0;
-    }
-    let oh = y / s;
-    let ow = x / s;
-    if oh >= i32(p.oh) || ow >= i32(p.ow) {
+// dY value at output pixel (oh, ow) of one plane, zero outside the output.
+fn load_dy(plane: u32, oh: i32, ow: i32) -> f32 {
+    if oh < 0 || ow < 0 || oh >= i32(p.oh) || ow >= i32(p.ow) {
         return 0.0;
     }
     return src[plane + u32(oh) * p.ow + u32(ow)];
+}
+
+// Writes channels c0..c0+3 of phase pixel q (image n, phase-grid position (jh, jw)).
+fn store_phase(q: u32, pixels: u32, hp: u32, wp: u32, ph: u32, pw: u32, c0: u32, hw: u32, v: vec4<f32>) {
+    if q >= pixels {
+        return;
+    }
+    let jw = q % wp;
+    let t = q / wp;
+    let jh = t % hp;
+    let n = t / hp;
+    let s = (ph + jh * STRIDE) * p.w + pw + jw * STRIDE;
+    for (var j = 0u; j < 4u; j++) {
+        if c0 + j < p.ci {
+            out[(n * p.ci + c0 + j) * hw + s] = v[j];
+        }
+    }
 }
 
 @compute @workgroup_size(WGX, WGY)
@@ -217,8 +247,8 @@ fn weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
             let ybase = n * p.co * ohw + oh * p.ow + ow;
             let dy = vec4<f32>(other[ybase + cov.x * ohw], other[ybase + cov.y * ohw], other[ybase + cov.z * ohw], other[ybase + cov.w * ohw]);
             let xbase = n * p.ci * hw;
-            let ih = i32(oh * p.stride);
-            let iw = i32(ow * p.stride);
+            let ih = i32(oh * STRIDE);
+            let iw = i32(ow * STRIDE);
             let xv = vec4<f32>(
                 load_x(xbase + plane[0], ih + dh[0], iw + dw[0]),
                 load_x(xbase + plane[1], ih + dh[1], iw + dw[1]),

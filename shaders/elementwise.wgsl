@@ -49,6 +49,7 @@ const BINARY_MAX: u32 = 4u;
 const BINARY_ADD_RELU: u32 = 5u;   // relu(a + b): residual add fused with the activation
 const BINARY_RELU_GRAD: u32 = 6u;  // a * (b > 0): ReLU backward given the pre-activation
 const BINARY_GT: u32 = 7u;         // 1 where a > b, else 0
+const BINARY_FIRST: u32 = 8u;      // a: with broadcasting, expands a to the output shape
 
 fn flat_index(gid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (gid.y * nwg.x + gid.x) * 256u + lid.x;
@@ -100,6 +101,7 @@ fn binary_op(x: f32, y: f32) -> f32 {
         case 5u: { return max(x + y, 0.0); }
         case 6u: { return select(0.0, x, y > 0.0); }
         case 7u: { return select(0.0, 1.0, x > y); }
+        case 8u: { return x; }
         default: { return x; }
     }
 }

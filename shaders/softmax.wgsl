@@ -85,9 +85,9 @@ fn softmax_rows(@builtin(workgroup_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let base = r * p.cols;
     let st = row_stats(base);
     if p.mode == 1u {
-        let lse = st.x + log(st.y);
+        let log_s = log(st.y);
         for (var j = 0u; j < p.cols; j++) {
-            out[base + j] = logit(base, j) - lse;
+            out[base + j] = (logit(base, j) - st.x) - log_s;
         }
     } else {
         let inv = 1.0 / st.y;
@@ -105,10 +105,11 @@ fn soft_ce(@builtin(workgroup_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
     let base = r * p.cols;
     let st = shifted_row_stats(base);
-    let lse = st.x + log(st.y);
+    let log_s = log(st.y);
     var loss = 0.0;
     for (var j = 0u; j < p.cols; j++) {
-        loss += targets[base + j] * (lse - shifted_logit(base, j));
+        // -log_softmax_j as (max - z_j) + log(sum): large logits cancel exactly first.
+        loss += targets[base + j] * ((st.x - shifted_logit(base, j)) + log_s);
     }
     out[r] = loss;
 }
@@ -156,7 +157,7 @@ fn hard_ce(@builtin(workgroup_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: 
             s += exp(z - m);
         }
     }
-    var loss = m + log(s) - picked;
+    var loss = (m - picked) + log(s);
     if label >= p.cols {
         loss = bitcast<f32>(0x7FC00000u);
     }

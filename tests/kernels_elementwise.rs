@@ -4,7 +4,9 @@ mod common;
 
 use common::{Rng, assert_close, f64s, gpu};
 use dynloss_wgpu::Tensor;
-use dynloss_wgpu::tensor::elementwise::{Binary, Unary, binary, broadcast_shape, fill, unary};
+use dynloss_wgpu::tensor::elementwise::{
+    Binary, Unary, binary, broadcast_shape, broadcast_to, fill, unary,
+};
 use dynloss_wgpu::tensor::pool::{
     global_avg_pool, global_avg_pool_backward, shortcut_a, shortcut_a_backward,
 };
@@ -38,6 +40,7 @@ fn cpu_binary(op: Binary, a: f64, b: f64) -> f64 {
         Binary::AddRelu => (a + b).max(0.0),
         Binary::ReluGrad => if b > 0.0 { a } else { 0.0 },
         Binary::Gt => (a > b) as u8 as f64,
+        Binary::First => a,
     }
 }
 
@@ -122,7 +125,7 @@ fn binary_ops_broadcast_like_numpy() {
     ];
     let ops = [
         Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::Max, Binary::AddRelu,
-        Binary::ReluGrad, Binary::Gt,
+        Binary::ReluGrad, Binary::Gt, Binary::First,
     ];
     for (sa, sb) in pairs {
         let a = rng.vec(sa.iter().product());
@@ -255,4 +258,21 @@ fn option_a_shortcut_and_its_gradient() {
         let rhs: f64 = f64s(&x).iter().zip(&dx).map(|(a, b)| a * *b as f64).sum();
         assert!((lhs - rhs).abs() < 1e-4, "adjoint: {lhs} vs {rhs}");
     }
+}
+
+#[test]
+fn broadcast_to_expands_like_numpy() {
+    let g = gpu();
+    let mut rng = Rng::new(15);
+    for (from, to) in [(vec![3usize, 1], vec![2usize, 3, 4]), (vec![1], vec![5]), (vec![4], vec![3, 4]), (vec![2, 1, 3], vec![2, 5, 3])] {
+        let x = rng.vec(from.iter().product());
+        let t = Tensor::from_f32(&g, &from, &x).unwrap();
+        let y = broadcast_to(&t, &to).unwrap();
+        assert_eq!(y.shape(), to.as_slice());
+        let zeros = vec![0.0f32; to.iter().product()];
+        let (_, want) = cpu_broadcast(&x, &from, &zeros, &to, Binary::Add);
+        assert_close("broadcast_to", &y.to_f32_vec().unwrap(), &want, 0.0, 0.0);
+    }
+    let t = Tensor::zeros(&g, &[3], dynloss_wgpu::DType::F32);
+    assert!(broadcast_to(&t, &[4]).is_err());
 }

@@ -44,7 +44,13 @@ fn check(gpu: &Gpu, what: &str, seg: &[u32], key: &[f32], val: &[u32]) {
     );
     let want = cpu_sort(seg, key, val);
     for (i, &(s, k, v)) in want.iter().enumerate() {
-        let canon = |x: f32| if x.is_nan() { f32::NAN.to_bits() } else { x.to_bits() };
+        let canon = |x: f32| {
+            if x.is_nan() {
+                f32::NAN.to_bits()
+            } else {
+                x.to_bits()
+            }
+        };
         assert!(
             gs[i] == s && canon(gk[i]) == canon(k) && gv[i] == v,
             "{what}: position {i} of {n}: got ({}, {}, {}), want ({s}, {k}, {v})",
@@ -104,6 +110,9 @@ fn sorts_one_big_segment_and_small_inputs() {
         let (seg, key, val) = segmented_data(&mut rng, &[n / 2, n - n / 2]);
         check(&gpu, &format!("n = {n}"), &seg, &key, &val);
     }
+    // CIFAR-10 sized: 50000 samples in 10 classes (many global bitonic steps).
+    let (seg, key, val) = segmented_data(&mut rng, &[5000; 10]);
+    check(&gpu, "50000 in 10 classes", &seg, &key, &val);
     // Keys entirely tied: the order comes from segment and value alone.
     let n = 3000;
     let seg: Vec<u32> = (0..n).map(|_| rng.below(5)).collect();
@@ -159,13 +168,22 @@ fn empty_input_and_shape_errors() {
     let s3 = Tensor::from_u32(&gpu, &[3], &[0, 1, 2]).unwrap();
     let k2 = Tensor::from_f32(&gpu, &[2], &[0.0, 1.0]).unwrap();
     let k3 = Tensor::from_f32(&gpu, &[3], &[0.0, 1.0, 2.0]).unwrap();
-    assert!(matches!(segmented_sort(&s3, &k2, &s3), Err(Error::Shape { .. })));
-    assert!(matches!(segmented_sort(&s3, &k3, &k3), Err(Error::Shape { .. })));
+    assert!(matches!(
+        segmented_sort(&s3, &k2, &s3),
+        Err(Error::Shape { .. })
+    ));
+    assert!(matches!(
+        segmented_sort(&s3, &k3, &k3),
+        Err(Error::Shape { .. })
+    ));
     assert!(matches!(
         rank_bins(&s3, &s3, &Tensor::zeros(&gpu, &[2], DType::U32), 10),
         Err(Error::Shape { .. })
     ));
-    assert!(matches!(rank_bins(&s3, &s3, &s3, 0), Err(Error::Shape { .. })));
+    assert!(matches!(
+        rank_bins(&s3, &s3, &s3, 0),
+        Err(Error::Shape { .. })
+    ));
 }
 
 #[test]

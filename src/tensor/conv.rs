@@ -51,7 +51,7 @@ fn workgroup(cols: usize) -> (u32, u32) {
     (need, 256 / need)
 }
 
-fn kernel<'a>(entry: &'static str, consts: &'a [(&'static str, f64); 2]) -> Kernel<'a> {
+fn kernel<'a>(entry: &'static str, consts: &'a [(&'static str, f64); 3]) -> Kernel<'a> {
     Kernel {
         shader: "conv2d",
         entry,
@@ -95,7 +95,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, g: ConvGeom) -> Result<Tensor> {
     let out = Tensor::empty(x.gpu(), &[d.n, d.co, oh, ow], DType::F32);
     fits_u32("conv2d", out.numel().max(x.numel()))?;
     let (wx, wy) = workgroup(d.co);
-    let consts = [("WGX", wx as f64), ("WGY", wy as f64)];
+    let consts = [("WGX", wx as f64), ("WGY", wy as f64), ("STRIDE", g.stride as f64)];
     let rows = d.n * oh * ow;
     let groups = [
         d.co.div_ceil(4 * wx as usize) as u32,
@@ -144,12 +144,13 @@ pub fn conv2d_input_grad(
     let out = Tensor::empty(dy.gpu(), &[d.n, d.ci, h, wd], DType::F32);
     fits_u32("conv2d_input_grad", out.numel().max(dy.numel()))?;
     let (wx, wy) = workgroup(d.ci);
-    let consts = [("WGX", wx as f64), ("WGY", wy as f64)];
-    let rows = d.n * h * wd;
+    let consts = [("WGX", wx as f64), ("WGY", wy as f64), ("STRIDE", g.stride as f64)];
+    // One z slice per stride phase; phase (0, 0) has the most pixels.
+    let rows = d.n * h.div_ceil(g.stride) * wd.div_ceil(g.stride);
     let groups = [
         d.ci.div_ceil(4 * wx as usize) as u32,
         rows.div_ceil(4 * wy as usize) as u32,
-        1,
+        (g.stride * g.stride) as u32,
     ];
     dy.gpu().dispatch(
         &kernel("input_grad", &consts),
@@ -198,7 +199,7 @@ pub fn conv2d_weight_grad(
     // Split the long pixel reduction so that ~64 workgroups exist, each doing >= 256 pixels.
     let splits = (64 / tiles).clamp(1, pixels.div_ceil(256).max(1)).min(512);
     let chunk = pixels.div_ceil(splits);
-    let consts = [("WGX", wx as f64), ("WGY", wy as f64)];
+    let consts = [("WGX", wx as f64), ("WGY", wy as f64), ("STRIDE", g.stride as f64)];
     let partial = Tensor::empty(x.gpu(), &[splits, d.co, d.ci, kh, kw], DType::F32);
     let groups = [
         cols.div_ceil(4 * wx as usize) as u32,

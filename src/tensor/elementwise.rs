@@ -52,6 +52,8 @@ pub enum Binary {
     ReluGrad = 6,
     /// 1 where a > b, else 0
     Gt = 7,
+    /// a (with broadcasting: expands a to the output shape)
+    First = 8,
 }
 
 const UNARY: Kernel<'static> = Kernel::new("elementwise", "unary");
@@ -190,4 +192,36 @@ pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// a * b (broadcasting).
 pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     binary(a, b, Binary::Mul)
+}
+
+/// Expands `x` to `shape` by NumPy broadcasting (ranks up to 4).
+pub fn broadcast_to(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    x.expect_dtype("broadcast_to", DType::F32)?;
+    ensure(
+        broadcast_shape(x.shape(), shape).as_deref() == Some(shape) && shape.len() <= 4,
+        "broadcast_to",
+        || format!("cannot broadcast {:?} to {shape:?}", x.shape()),
+    )?;
+    if x.shape() == shape {
+        return Ok(x.clone());
+    }
+    let out = Tensor::empty(x.gpu(), shape, DType::F32);
+    let n = fits_u32("broadcast_to", out.numel())?;
+    let mut out4 = [1usize; 4];
+    out4[4 - shape.len()..].copy_from_slice(shape);
+    let p = params(
+        n,
+        Binary::First as u32,
+        1,
+        1.0,
+        0.0,
+        [out4.map(|d| d as u32), strides4(x.shape(), &out4), [0; 4]],
+    );
+    x.gpu().dispatch(
+        &BINARY,
+        &p,
+        &[x.buffer(), x.buffer(), out.buffer()],
+        grid_1d(out.numel(), 256),
+    )?;
+    Ok(out)
 }

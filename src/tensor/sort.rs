@@ -55,7 +55,9 @@ pub fn segmented_sort(segment: &Tensor, key: &Tensor, value: &Tensor) -> Result<
     if (m as u64) * 16 > limit || m > 1 << 31 {
         return Err(shape_err(
             OP,
-            format!("{n} elements need a {m} x 16-byte scratch buffer, over the {limit}-byte limit"),
+            format!(
+                "{n} elements need a {m} x 16-byte scratch buffer, over the {limit}-byte limit"
+            ),
         ));
     }
     let (n32, m32) = (fits_u32(OP, n)?, m as u32);
@@ -66,7 +68,12 @@ pub fn segmented_sort(segment: &Tensor, key: &Tensor, value: &Tensor) -> Result<
     gpu.dispatch(
         &PACK,
         &params(0, 0),
-        &[segment.buffer(), key.buffer(), value.buffer(), elems.buffer()],
+        &[
+            segment.buffer(),
+            key.buffer(),
+            value.buffer(),
+            elems.buffer(),
+        ],
         grid_1d(m, 256),
     )?;
     gpu.dispatch(&LOCAL_SORT, &params(0, 0), &[elems.buffer()], blocks)?;
@@ -82,7 +89,12 @@ pub fn segmented_sort(segment: &Tensor, key: &Tensor, value: &Tensor) -> Result<
             )?;
             j /= 2;
         }
-        gpu.dispatch(&LOCAL_MERGE, &params(k as u32, 0), &[elems.buffer()], blocks)?;
+        gpu.dispatch(
+            &LOCAL_MERGE,
+            &params(k as u32, 0),
+            &[elems.buffer()],
+            blocks,
+        )?;
         k *= 2;
     }
     gpu.dispatch(

@@ -1,0 +1,87 @@
+//! In-place optimizer updates with PyTorch semantics. These are the only ops that mutate their
+//! arguments: the weights and optimizer state are overwritten in their own buffers.
+
+use super::{DType, Tensor, ensure, f, fits_u32};
+use crate::error::Result;
+use crate::gpu::{Kernel, grid_1d};
+
+const SGD: Kernel<'static> = Kernel::new("optim", "sgd");
+const ADAM: Kernel<'static> = Kernel::new("optim", "adam");
+
+/// Checks that all tensors are f32 with `w`'s element count and that no two share a buffer.
+fn check(op: &'static str, w: &Tensor, others: &[&Tensor]) -> Result<u32> {
+    w.expect_dtype(op, DType::F32)?;
+    for (i, t) in others.iter().enumerate() {
+        t.expect_dtype(op, DType::F32)?;
+        ensure(t.numel() == w.numel(), op, || {
+            format!("{:?} does not match weights {:?}", t.shape(), w.shape())
+        })?;
+        let aliased = t.same_storage(w) || others[..i].iter().any(|o| o.same_storage(t));
+        ensure(!aliased, op, || {
+            "weights, state and gradient must not share buffers".into()
+        })?;
+    }
+    fits_u32(op, w.numel())
+}
+
+/// SGD step in place: `buf = momentum * buf + grad + wd * w; w -= lr * buf` (mutates `w`, `buf`).
+///
+/// PyTorch semantics with dampening 0 and no Nesterov; start from a zero `buf` to reproduce
+/// PyTorch's first step (`buf = grad + wd * w`).
+pub fn sgd_step(
+    w: &Tensor,
+    buf: &Tensor,
+    grad: &Tensor,
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+) -> Result<()> {
+    let n = check("sgd_step", w, &[buf, grad])?;
+    let params = [n, f(lr), f(momentum), f(weight_decay), 0, 0, 0];
+    w.gpu().dispatch(
+        &SGD,
+        &params,
+        &[w.buffer(), buf.buffer(), grad.buffer()],
+        grid_1d(n as usize, 256),
+    )
+}
+
+/// Adam step `step` (1-based) in place, PyTorch semantics with L2 weight decay (mutates `w`, `m`, `v`).
+///
+/// `g = grad + wd * w; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+/// w -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)`; start from zero `m` and `v`.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_step(
+    w: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    grad: &Tensor,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    step: u32,
+) -> Result<()> {
+    const OP: &str = "adam_step";
+    let n = check(OP, w, &[m, v, grad])?;
+    ensure(step >= 1, OP, || "step is 1-based".into())?;
+    let bc1 = 1.0 - (beta1 as f64).powf(step as f64);
+    let bc2 = 1.0 - (beta2 as f64).powf(step as f64);
+    let step_size = (lr as f64 / bc1) as f32;
+    let params = [
+        n,
+        f(step_size),
+        f(beta1),
+        f(weight_decay),
+        f(beta2),
+        f(eps),
+        f(bc2.sqrt() as f32),
+    ];
+    w.gpu().dispatch(
+        &ADAM,
+        &params,
+        &[w.buffer(), m.buffer(), v.buffer(), grad.buffer()],
+        grid_1d(n as usize, 256),
+    )
+}
