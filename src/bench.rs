@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use crate::error::Result;
 use crate::gpu::Gpu;
+use crate::tensor::Tensor;
 use crate::tensor::conv::{ConvGeom, conv2d, conv2d_input_grad, conv2d_weight_grad};
 use crate::tensor::matmul::matmul;
 use crate::tensor::sort::segmented_sort;
-use crate::tensor::Tensor;
 
 /// One measured line of the table.
 #[derive(Debug, Clone)]
@@ -103,7 +103,11 @@ pub fn run_kernels(gpu: &Gpu, cfg: &KernelBench) -> Result<Vec<BenchRow>> {
     let n = cfg.matmul;
     let a = random(gpu, &[n, n], 1)?;
     let b = random(gpu, &[n, n], 2)?;
-    for (ta, tb, label) in [(false, false, "A B"), (true, false, "A^T B"), (false, true, "A B^T")] {
+    for (ta, tb, label) in [
+        (false, false, "A B"),
+        (true, false, "A^T B"),
+        (false, true, "A B^T"),
+    ] {
         let t = median_secs(gpu, cfg.reps, || matmul(&a, &b, ta, tb).map(|_| ()))?;
         rows.push(BenchRow {
             name: format!("matmul {label}"),
@@ -146,11 +150,15 @@ pub fn run_kernels(gpu: &Gpu, cfg: &KernelBench) -> Result<Vec<BenchRow>> {
     }
     for classes in [10u32, 100] {
         let k = cfg.sort_keys;
-        let labels: Vec<u32> = (0..k as u32).map(|i| i.wrapping_mul(2_654_435_761) % classes).collect();
+        let labels: Vec<u32> = (0..k as u32)
+            .map(|i| i.wrapping_mul(2_654_435_761) % classes)
+            .collect();
         let seg = Tensor::from_u32(gpu, &[k], &labels)?;
         let key = random(gpu, &[k], 6)?;
         let idx = Tensor::from_u32(gpu, &[k], &(0..k as u32).collect::<Vec<_>>())?;
-        let t = median_secs(gpu, cfg.reps, || segmented_sort(&seg, &key, &idx).map(|_| ()))?;
+        let t = median_secs(gpu, cfg.reps, || {
+            segmented_sort(&seg, &key, &idx).map(|_| ())
+        })?;
         rows.push(BenchRow {
             name: "segmented sort".into(),
             shape: format!("{k} keys, {classes} classes"),

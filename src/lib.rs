@@ -3,6 +3,7 @@
 //!
 //! Data flows one way: `gpu` (device, buffers, kernels) <- `tensor` (shapes and op launches).
 
+pub mod autograd;
 pub mod bench;
 pub mod error;
 pub mod gpu;

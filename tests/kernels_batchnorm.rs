@@ -32,9 +32,19 @@ fn batchnorm_training_forward_backward_and_running_stats() {
     let g = gpu();
     let mut rng = Rng::new(20);
     let eps = 1e-5f32;
-    for (n, c, h, w) in [(4, 3, 5, 5), (1, 2, 1, 1), (2, 16, 17, 9), (300, 2, 1, 1), (3, 5, 16, 16)] {
+    for (n, c, h, w) in [
+        (4, 3, 5, 5),
+        (1, 2, 1, 1),
+        (2, 16, 17, 9),
+        (300, 2, 1, 1),
+        (3, 5, 16, 16),
+    ] {
         let hw = h * w;
-        let shape = if h * w == 1 { vec![n, c] } else { vec![n, c, h, w] };
+        let shape = if h * w == 1 {
+            vec![n, c]
+        } else {
+            vec![n, c, h, w]
+        };
         let x: Vec<f32> = rng.vec(n * c * hw).iter().map(|v| 3.0 * v + 1.0).collect();
         let gamma = rng.vec(c);
         let beta = rng.vec(c);
@@ -46,8 +56,20 @@ fn batchnorm_training_forward_backward_and_running_stats() {
 
         let r = cpu_stats(&x, n, c, hw);
         let stats = batch_stats(&xt).unwrap();
-        assert_close(&format!("mean {what}"), &stats.mean.to_f32_vec().unwrap(), &r.mean, 1e-5, 1e-5);
-        assert_close(&format!("var {what}"), &stats.var.to_f32_vec().unwrap(), &r.var, 1e-5, 1e-4);
+        assert_close(
+            &format!("mean {what}"),
+            &stats.mean.to_f32_vec().unwrap(),
+            &r.mean,
+            1e-5,
+            1e-5,
+        );
+        assert_close(
+            &format!("var {what}"),
+            &stats.var.to_f32_vec().unwrap(),
+            &r.var,
+            1e-5,
+            1e-4,
+        );
 
         let yhat = |i: usize| {
             let ch = (i / hw) % c;
@@ -62,7 +84,13 @@ fn batchnorm_training_forward_backward_and_running_stats() {
                     if relu { v.max(0.0) } else { v }
                 })
                 .collect();
-            assert_close(&format!("apply relu={relu} {what}"), &y.to_f32_vec().unwrap(), &want, 1e-4, 1e-4);
+            assert_close(
+                &format!("apply relu={relu} {what}"),
+                &y.to_f32_vec().unwrap(),
+                &want,
+                1e-4,
+                1e-4,
+            );
         }
 
         // Backward: dbeta = sum dy, dgamma = sum dy*xhat,
@@ -85,9 +113,27 @@ fn batchnorm_training_forward_backward_and_running_stats() {
             })
             .collect();
         let tol = if n * hw == 1 { 1e-2 } else { 1e-4 };
-        assert_close(&format!("dbeta {what}"), &dbeta.to_f32_vec().unwrap(), &sdy, 1e-4, 1e-4);
-        assert_close(&format!("dgamma {what}"), &dgamma.to_f32_vec().unwrap(), &sdyx, 1e-4, 1e-4);
-        assert_close(&format!("dx {what}"), &dx.to_f32_vec().unwrap(), &want_dx, tol, 1e-3);
+        assert_close(
+            &format!("dbeta {what}"),
+            &dbeta.to_f32_vec().unwrap(),
+            &sdy,
+            1e-4,
+            1e-4,
+        );
+        assert_close(
+            &format!("dgamma {what}"),
+            &dgamma.to_f32_vec().unwrap(),
+            &sdyx,
+            1e-4,
+            1e-4,
+        );
+        assert_close(
+            &format!("dx {what}"),
+            &dx.to_f32_vec().unwrap(),
+            &want_dx,
+            tol,
+            1e-3,
+        );
 
         // Running statistics (momentum 0.1, unbiased variance), starting from (0, 1).
         let rm = Tensor::zeros(&g, &[c], dynloss_wgpu::DType::F32);
@@ -96,8 +142,20 @@ fn batchnorm_training_forward_backward_and_running_stats() {
         let unbias = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
         let want_rm: Vec<f64> = r.mean.iter().map(|v| 0.1 * v).collect();
         let want_rv: Vec<f64> = r.var.iter().map(|v| 0.9 + 0.1 * v * unbias).collect();
-        assert_close("running mean", &rm.to_f32_vec().unwrap(), &want_rm, 1e-6, 1e-5);
-        assert_close("running var", &rv.to_f32_vec().unwrap(), &want_rv, 1e-6, 1e-5);
+        assert_close(
+            "running mean",
+            &rm.to_f32_vec().unwrap(),
+            &want_rm,
+            1e-6,
+            1e-5,
+        );
+        assert_close(
+            "running var",
+            &rv.to_f32_vec().unwrap(),
+            &want_rv,
+            1e-6,
+            1e-5,
+        );
 
         // Evaluation mode is the same apply with the running statistics.
         let y = bn_apply(&xt, &rm, &rv, &gt, &bt, eps, false).unwrap();

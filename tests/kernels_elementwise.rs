@@ -38,7 +38,13 @@ fn cpu_binary(op: Binary, a: f64, b: f64) -> f64 {
         Binary::Div => a / b,
         Binary::Max => a.max(b),
         Binary::AddRelu => (a + b).max(0.0),
-        Binary::ReluGrad => if b > 0.0 { a } else { 0.0 },
+        Binary::ReluGrad => {
+            if b > 0.0 {
+                a
+            } else {
+                0.0
+            }
+        }
         Binary::Gt => (a > b) as u8 as f64,
         Binary::First => a,
     }
@@ -49,8 +55,18 @@ fn unary_ops_match_cpu() {
     let g = gpu();
     let mut rng = Rng::new(10);
     let ops = [
-        Unary::Identity, Unary::Neg, Unary::Relu, Unary::ReluMask, Unary::Sigmoid, Unary::Exp,
-        Unary::Log, Unary::Sqrt, Unary::Square, Unary::Recip, Unary::Abs, Unary::SigmoidGrad,
+        Unary::Identity,
+        Unary::Neg,
+        Unary::Relu,
+        Unary::ReluMask,
+        Unary::Sigmoid,
+        Unary::Exp,
+        Unary::Log,
+        Unary::Sqrt,
+        Unary::Square,
+        Unary::Recip,
+        Unary::Abs,
+        Unary::SigmoidGrad,
     ];
     for n in [1usize, 255, 257, 1000] {
         let mut x = rng.vec(n);
@@ -63,7 +79,10 @@ fn unary_ops_match_cpu() {
             }
             let t = Tensor::from_f32(&g, &[n], &x).unwrap();
             let y = unary(&t, op, 2.0, 0.5).unwrap().to_f32_vec().unwrap();
-            let want: Vec<f64> = x.iter().map(|&v| 2.0 * cpu_unary(op, v as f64) + 0.5).collect();
+            let want: Vec<f64> = x
+                .iter()
+                .map(|&v| 2.0 * cpu_unary(op, v as f64) + 0.5)
+                .collect();
             assert_close(&format!("{op:?} n={n}"), &y, &want, 1e-5, 1e-5);
         }
     }
@@ -75,12 +94,21 @@ fn large_elementwise_uses_a_folded_grid() {
     let g = gpu();
     let n = 65_536 * 256 + 1000;
     let t = Tensor::full(&g, &[n], 1.5);
-    let y = unary(&t, Unary::Square, 1.0, 0.0).unwrap().to_f32_vec().unwrap();
+    let y = unary(&t, Unary::Square, 1.0, 0.0)
+        .unwrap()
+        .to_f32_vec()
+        .unwrap();
     assert_eq!(y.len(), n);
     assert!(y.iter().all(|&v| v == 2.25), "every element written once");
 }
 
-fn cpu_broadcast(a: &[f32], sa: &[usize], b: &[f32], sb: &[usize], op: Binary) -> (Vec<usize>, Vec<f64>) {
+fn cpu_broadcast(
+    a: &[f32],
+    sa: &[usize],
+    b: &[f32],
+    sb: &[usize],
+    op: Binary,
+) -> (Vec<usize>, Vec<f64>) {
     let out = broadcast_shape(sa, sb).unwrap();
     let r = out.len();
     let pad = |s: &[usize]| {
@@ -124,24 +152,44 @@ fn binary_ops_broadcast_like_numpy() {
         (&[3, 1, 5], &[2, 1]),
     ];
     let ops = [
-        Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::Max, Binary::AddRelu,
-        Binary::ReluGrad, Binary::Gt, Binary::First,
+        Binary::Add,
+        Binary::Sub,
+        Binary::Mul,
+        Binary::Div,
+        Binary::Max,
+        Binary::AddRelu,
+        Binary::ReluGrad,
+        Binary::Gt,
+        Binary::First,
     ];
     for (sa, sb) in pairs {
         let a = rng.vec(sa.iter().product());
-        let b: Vec<f32> = rng.vec(sb.iter().product()).iter().map(|v| v + 2.5 * v.signum()).collect();
+        let b: Vec<f32> = rng
+            .vec(sb.iter().product())
+            .iter()
+            .map(|v| v + 2.5 * v.signum())
+            .collect();
         let ta = Tensor::from_f32(&g, sa, &a).unwrap();
         let tb = Tensor::from_f32(&g, sb, &b).unwrap();
         for op in ops {
             let y = binary(&ta, &tb, op).unwrap();
             let (shape, want) = cpu_broadcast(&a, sa, &b, sb, op);
             assert_eq!(y.shape(), shape.as_slice());
-            assert_close(&format!("{op:?} {sa:?} {sb:?}"), &y.to_f32_vec().unwrap(), &want, 1e-6, 1e-5);
+            assert_close(
+                &format!("{op:?} {sa:?} {sb:?}"),
+                &y.to_f32_vec().unwrap(),
+                &want,
+                1e-6,
+                1e-5,
+            );
         }
     }
     let a = Tensor::zeros(&g, &[2, 3], dynloss_wgpu::DType::F32);
     let b = Tensor::zeros(&g, &[4], dynloss_wgpu::DType::F32);
-    assert!(binary(&a, &b, Binary::Add).is_err(), "[2,3] and [4] do not broadcast");
+    assert!(
+        binary(&a, &b, Binary::Add).is_err(),
+        "[2,3] and [4] do not broadcast"
+    );
 }
 
 fn cpu_sum(x: &[f32], shape: &[usize], axes: &[usize]) -> Vec<f64> {
@@ -185,19 +233,34 @@ fn reductions_over_any_axes_match_cpu_and_repeat_exactly() {
         let s = sum_axes(&t, axes).unwrap();
         let got = s.to_f32_vec().unwrap();
         let tol = 1e-5 * (x.len() as f64).sqrt();
-        assert_close(&format!("sum {shape:?} over {axes:?}"), &got, &cpu_sum(&x, shape, axes), tol, 1e-5);
+        assert_close(
+            &format!("sum {shape:?} over {axes:?}"),
+            &got,
+            &cpu_sum(&x, shape, axes),
+            tol,
+            1e-5,
+        );
         let again = sum_axes(&t, axes).unwrap().to_f32_vec().unwrap();
         assert_eq!(got, again, "reductions are deterministic");
     }
     let x = rng.vec(24);
     let t = Tensor::from_f32(&g, &[2, 3, 4], &x).unwrap();
     let m = mean_axes(&t, &[0, 2]).unwrap().to_f32_vec().unwrap();
-    let want: Vec<f64> = cpu_sum(&x, &[2, 3, 4], &[0, 2]).iter().map(|v| v / 8.0).collect();
+    let want: Vec<f64> = cpu_sum(&x, &[2, 3, 4], &[0, 2])
+        .iter()
+        .map(|v| v / 8.0)
+        .collect();
     assert_close("mean", &m, &want, 1e-6, 1e-5);
     let total = sum_all(&t).unwrap().item().unwrap() as f64;
     assert!((total - x.iter().map(|&v| v as f64).sum::<f64>()).abs() < 1e-5);
     assert!(sum_axes(&t, &[3]).is_err(), "axis out of range");
-    assert!(sum_axes(&Tensor::zeros(&g, &[2, 2, 2, 2, 2], dynloss_wgpu::DType::F32), &[0, 2, 4]).is_err());
+    assert!(
+        sum_axes(
+            &Tensor::zeros(&g, &[2, 2, 2, 2, 2], dynloss_wgpu::DType::F32),
+            &[0, 2, 4]
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -217,12 +280,17 @@ fn global_average_pool_and_its_gradient() {
         let x = rng.vec(n * c * h * w);
         let t = Tensor::from_f32(&g, &[n, c, h, w], &x).unwrap();
         let y = global_avg_pool(&t).unwrap();
-        let want: Vec<f64> = cpu_sum(&x, &[n, c, h * w], &[2]).iter().map(|v| v / (h * w) as f64).collect();
+        let want: Vec<f64> = cpu_sum(&x, &[n, c, h * w], &[2])
+            .iter()
+            .map(|v| v / (h * w) as f64)
+            .collect();
         assert_close("gap", &y.to_f32_vec().unwrap(), &want, 1e-6, 1e-5);
         let dy = rng.vec(n * c);
         let dyt = Tensor::from_f32(&g, &[n, c], &dy).unwrap();
         let dx = global_avg_pool_backward(&dyt, (h, w)).unwrap();
-        let want: Vec<f64> = (0..n * c * h * w).map(|i| dy[i / (h * w)] as f64 / (h * w) as f64).collect();
+        let want: Vec<f64> = (0..n * c * h * w)
+            .map(|i| dy[i / (h * w)] as f64 / (h * w) as f64)
+            .collect();
         assert_close("gap backward", &dx.to_f32_vec().unwrap(), &want, 1e-7, 1e-6);
     }
 }
@@ -253,7 +321,10 @@ fn option_a_shortcut_and_its_gradient() {
         // The backward is the adjoint: <shortcut(x), dy> == <x, shortcut_backward(dy)>.
         let dy = rng.vec(want.len());
         let dyt = Tensor::from_f32(&g, &[n, cout, oh, ow], &dy).unwrap();
-        let dx = shortcut_a_backward(&dyt, c, (h, w)).unwrap().to_f32_vec().unwrap();
+        let dx = shortcut_a_backward(&dyt, c, (h, w))
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
         let lhs: f64 = want.iter().zip(&dy).map(|(a, b)| a * *b as f64).sum();
         let rhs: f64 = f64s(&x).iter().zip(&dx).map(|(a, b)| a * *b as f64).sum();
         assert!((lhs - rhs).abs() < 1e-4, "adjoint: {lhs} vs {rhs}");
@@ -264,7 +335,12 @@ fn option_a_shortcut_and_its_gradient() {
 fn broadcast_to_expands_like_numpy() {
     let g = gpu();
     let mut rng = Rng::new(15);
-    for (from, to) in [(vec![3usize, 1], vec![2usize, 3, 4]), (vec![1], vec![5]), (vec![4], vec![3, 4]), (vec![2, 1, 3], vec![2, 5, 3])] {
+    for (from, to) in [
+        (vec![3usize, 1], vec![2usize, 3, 4]),
+        (vec![1], vec![5]),
+        (vec![4], vec![3, 4]),
+        (vec![2, 1, 3], vec![2, 5, 3]),
+    ] {
         let x = rng.vec(from.iter().product());
         let t = Tensor::from_f32(&g, &from, &x).unwrap();
         let y = broadcast_to(&t, &to).unwrap();

@@ -27,7 +27,15 @@ fn cpu_matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, ta: bool, tb: 
 fn matmul_matches_cpu_on_awkward_shapes_and_transposes() {
     let g = gpu();
     let mut rng = Rng::new(1);
-    let shapes = [(1, 1, 1), (1, 7, 1), (3, 5, 2), (65, 33, 67), (64, 64, 64), (130, 9, 5), (2, 300, 3)];
+    let shapes = [
+        (1, 1, 1),
+        (1, 7, 1),
+        (3, 5, 2),
+        (65, 33, 67),
+        (64, 64, 64),
+        (130, 9, 5),
+        (2, 300, 3),
+    ];
     for &(m, k, n) in &shapes {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let a = rng.vec(m * k);
@@ -63,7 +71,10 @@ fn matmul_accumulates_and_rejects_bad_shapes() {
         .map(|(x, y)| x + *y as f64)
         .collect();
     assert_close("matmul_acc", &ct.to_f32_vec().unwrap(), &want, 1e-5, 1e-4);
-    assert!(matmul(&at, &at, false, false).is_err(), "5x6 @ 5x6 must be rejected");
+    assert!(
+        matmul(&at, &at, false, false).is_err(),
+        "5x6 @ 5x6 must be rejected"
+    );
 }
 
 struct Case {
@@ -92,7 +103,8 @@ fn cpu_conv(x: &[f32], wt: &[f32], c: &Case, oh: usize, ow: usize) -> Vec<f64> {
                                 if ih < 0 || iw < 0 || ih >= c.h as isize || iw >= c.w as isize {
                                     continue;
                                 }
-                                let xv = x[((n * c.ci + ci) * c.h + ih as usize) * c.w + iw as usize];
+                                let xv =
+                                    x[((n * c.ci + ci) * c.h + ih as usize) * c.w + iw as usize];
                                 let wv = wt[((co * c.ci + ci) * c.k + a) * c.k + b];
                                 s += xv as f64 * wv as f64;
                             }
@@ -107,7 +119,14 @@ fn cpu_conv(x: &[f32], wt: &[f32], c: &Case, oh: usize, ow: usize) -> Vec<f64> {
 }
 
 /// The adjoints of the CPU convolution: dX and dW for upstream gradient dy.
-fn cpu_conv_grads(x: &[f32], wt: &[f32], dy: &[f32], c: &Case, oh: usize, ow: usize) -> (Vec<f64>, Vec<f64>) {
+fn cpu_conv_grads(
+    x: &[f32],
+    wt: &[f32],
+    dy: &[f32],
+    c: &Case,
+    oh: usize,
+    ow: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let mut dx = vec![0.0; x.len()];
     let mut dw = vec![0.0; wt.len()];
     for n in 0..c.n {
@@ -143,17 +162,92 @@ fn conv_family_matches_cpu_on_resnet_like_and_awkward_shapes() {
     let mut rng = Rng::new(3);
     let cases = [
         // ResNet-32 stem and stage shapes (tiny batch), 1x1 kernels, stride 2, odd sizes.
-        Case { n: 2, ci: 3, h: 8, w: 8, co: 16, k: 3, stride: 1, pad: 1 },
-        Case { n: 2, ci: 16, h: 8, w: 8, co: 32, k: 3, stride: 2, pad: 1 },
-        Case { n: 1, ci: 5, h: 7, w: 5, co: 6, k: 3, stride: 2, pad: 1 },
-        Case { n: 3, ci: 4, h: 5, w: 6, co: 7, k: 1, stride: 1, pad: 0 },
-        Case { n: 1, ci: 1, h: 1, w: 1, co: 1, k: 1, stride: 1, pad: 0 },
-        Case { n: 2, ci: 3, h: 9, w: 9, co: 5, k: 7, stride: 2, pad: 3 },
-        Case { n: 1, ci: 2, h: 6, w: 6, co: 3, k: 3, stride: 3, pad: 0 },
-        Case { n: 40, ci: 2, h: 6, w: 6, co: 3, k: 3, stride: 1, pad: 1 },
+        Case {
+            n: 2,
+            ci: 3,
+            h: 8,
+            w: 8,
+            co: 16,
+            k: 3,
+            stride: 1,
+            pad: 1,
+        },
+        Case {
+            n: 2,
+            ci: 16,
+            h: 8,
+            w: 8,
+            co: 32,
+            k: 3,
+            stride: 2,
+            pad: 1,
+        },
+        Case {
+            n: 1,
+            ci: 5,
+            h: 7,
+            w: 5,
+            co: 6,
+            k: 3,
+            stride: 2,
+            pad: 1,
+        },
+        Case {
+            n: 3,
+            ci: 4,
+            h: 5,
+            w: 6,
+            co: 7,
+            k: 1,
+            stride: 1,
+            pad: 0,
+        },
+        Case {
+            n: 1,
+            ci: 1,
+            h: 1,
+            w: 1,
+            co: 1,
+            k: 1,
+            stride: 1,
+            pad: 0,
+        },
+        Case {
+            n: 2,
+            ci: 3,
+            h: 9,
+            w: 9,
+            co: 5,
+            k: 7,
+            stride: 2,
+            pad: 3,
+        },
+        Case {
+            n: 1,
+            ci: 2,
+            h: 6,
+            w: 6,
+            co: 3,
+            k: 3,
+            stride: 3,
+            pad: 0,
+        },
+        Case {
+            n: 40,
+            ci: 2,
+            h: 6,
+            w: 6,
+            co: 3,
+            k: 3,
+            stride: 1,
+            pad: 1,
+        },
     ];
     for c in &cases {
-        let geom = ConvGeom { stride: c.stride, pad: c.pad };
+        let geom = ConvGeom {
+            stride: c.stride,
+            pad: c.pad,
+        };
         let oh = geom.out_size(c.h, c.k).unwrap();
         let ow = geom.out_size(c.w, c.k).unwrap();
         let x = rng.vec(c.n * c.ci * c.h * c.w);
@@ -162,19 +256,40 @@ fn conv_family_matches_cpu_on_resnet_like_and_awkward_shapes() {
         let xt = Tensor::from_f32(&g, &[c.n, c.ci, c.h, c.w], &x).unwrap();
         let wtt = Tensor::from_f32(&g, &[c.co, c.ci, c.k, c.k], &wt).unwrap();
         let dyt = Tensor::from_f32(&g, &[c.n, c.co, oh, ow], &dy).unwrap();
-        let what = format!("n{} ci{} {}x{} co{} k{} s{} p{}", c.n, c.ci, c.h, c.w, c.co, c.k, c.stride, c.pad);
+        let what = format!(
+            "n{} ci{} {}x{} co{} k{} s{} p{}",
+            c.n, c.ci, c.h, c.w, c.co, c.k, c.stride, c.pad
+        );
 
         let y = conv2d(&xt, &wtt, geom).unwrap();
         assert_eq!(y.shape(), [c.n, c.co, oh, ow]);
-        assert_close(&format!("forward {what}"), &y.to_f32_vec().unwrap(), &cpu_conv(&x, &wt, c, oh, ow), 1e-5, 1e-4);
+        assert_close(
+            &format!("forward {what}"),
+            &y.to_f32_vec().unwrap(),
+            &cpu_conv(&x, &wt, c, oh, ow),
+            1e-5,
+            1e-4,
+        );
 
         let (dx_want, dw_want) = cpu_conv_grads(&x, &wt, &dy, c, oh, ow);
         let dx = conv2d_input_grad(&dyt, &wtt, (c.h, c.w), geom).unwrap();
         assert_eq!(dx.shape(), [c.n, c.ci, c.h, c.w]);
-        assert_close(&format!("input_grad {what}"), &dx.to_f32_vec().unwrap(), &dx_want, 1e-5, 1e-4);
+        assert_close(
+            &format!("input_grad {what}"),
+            &dx.to_f32_vec().unwrap(),
+            &dx_want,
+            1e-5,
+            1e-4,
+        );
         let dw = conv2d_weight_grad(&xt, &dyt, (c.k, c.k), geom).unwrap();
         assert_eq!(dw.shape(), [c.co, c.ci, c.k, c.k]);
-        assert_close(&format!("weight_grad {what}"), &dw.to_f32_vec().unwrap(), &dw_want, 1e-4, 1e-4);
+        assert_close(
+            &format!("weight_grad {what}"),
+            &dw.to_f32_vec().unwrap(),
+            &dw_want,
+            1e-4,
+            1e-4,
+        );
     }
 }
 

@@ -7,18 +7,29 @@ use dynloss_wgpu::gpu::shaders::{BindingKind, SHADERS, entry_bindings, validate}
 fn every_shader_validates_with_naga() {
     for (name, src) in SHADERS {
         let (module, info) = validate(name, src).unwrap_or_else(|e| panic!("{e}"));
-        assert!(!module.entry_points.is_empty(), "{name}.wgsl has no entry point");
+        assert!(
+            !module.entry_points.is_empty(),
+            "{name}.wgsl has no entry point"
+        );
         for ep in &module.entry_points {
             assert_eq!(ep.stage, naga::ShaderStage::Compute, "{name}:{}", ep.name);
             let b = entry_bindings(&module, &info, &ep.name).expect("entry exists");
             for (i, (binding, kind)) in b.iter().enumerate() {
                 if *kind == BindingKind::Params {
-                    assert_eq!(*binding, 0, "{name}:{} params must sit at binding 0", ep.name);
+                    assert_eq!(
+                        *binding, 0,
+                        "{name}:{} params must sit at binding 0",
+                        ep.name
+                    );
                     assert_eq!(i, 0);
                 }
             }
             let storage = b.iter().filter(|(_, k)| *k != BindingKind::Params).count();
-            assert!(storage <= 8, "{name}:{} binds {storage} storage buffers (max 8)", ep.name);
+            assert!(
+                storage <= 8,
+                "{name}:{} binds {storage} storage buffers (max 8)",
+                ep.name
+            );
         }
     }
 }
@@ -39,7 +50,9 @@ fn barriers_sit_in_uniform_control_flow() {
         for (ln, line) in src.lines().enumerate() {
             let code = line.split("//").next().unwrap_or("");
             let t = code.trim_start();
-            let opens_branch = t.starts_with("if ") || t.starts_with("for ") || t.starts_with("while ")
+            let opens_branch = t.starts_with("if ")
+                || t.starts_with("for ")
+                || t.starts_with("while ")
                 || t.starts_with("} else");
             let varying = ["lid", "local_invocation", "global_invocation"]
                 .iter()

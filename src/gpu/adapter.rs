@@ -129,7 +129,10 @@ pub fn select(req: &AdapterRequest) -> Result<wgpu::Adapter> {
         if let Some(f) = &filter
             && !info.name.to_lowercase().contains(&f.to_lowercase())
         {
-            rejected.push(format!("{} ({:?}): name does not match '{f}'", info.name, info.backend));
+            rejected.push(format!(
+                "{} ({:?}): name does not match '{f}'",
+                info.name, info.backend
+            ));
             continue;
         }
         match unusable_reason(&a) {
@@ -218,7 +221,11 @@ pub fn describe(adapter: &wgpu::Adapter) -> String {
         .collect();
     s.push_str(&format!(
         "  optional features: {} (none required)\n",
-        if has.is_empty() { "none".to_string() } else { has.join(", ") }
+        if has.is_empty() {
+            "none".to_string()
+        } else {
+            has.join(", ")
+        }
     ));
     match unusable_reason(adapter) {
         None => s.push_str("  usable: yes\n"),

@@ -412,10 +412,9 @@ impl Gpu {
             // loops with finite trip counts; dropping the injected bounds checks, division
             // guards and loop counters makes inner loops markedly faster on CPU drivers.
             unsafe {
-                self.0.device.create_shader_module_trusted(
-                    desc,
-                    wgpu::ShaderRuntimeChecks::unchecked(),
-                )
+                self.0
+                    .device
+                    .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
             }
         };
         let fam = Rc::new(Family {
@@ -436,8 +435,9 @@ impl Gpu {
             return Ok(p.clone());
         }
         let fam = self.family(k.shader)?;
-        let bindings = shaders::entry_bindings(&fam.naga, &fam.info, k.entry)
-            .ok_or_else(|| Error::Device(format!("{}.wgsl has no entry '{}'", k.shader, k.entry)))?;
+        let bindings = shaders::entry_bindings(&fam.naga, &fam.info, k.entry).ok_or_else(|| {
+            Error::Device(format!("{}.wgsl has no entry '{}'", k.shader, k.entry))
+        })?;
         let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
             .iter()
             .map(|(b, kind)| wgpu::BindGroupLayoutEntry {
@@ -532,6 +532,12 @@ impl Gpu {
             )));
         }
         assert!(params.len() * 4 <= PARAM_SLOT as usize, "too many params");
+        if let Some(b) = buffers.iter().find(|b| !Rc::ptr_eq(&b.gpu.0, &self.0)) {
+            return Err(Error::Device(format!(
+                "{}:{} was given buffer #{} of another device",
+                k.shader, k.entry, b.id
+            )));
+        }
         let mut key_ids = Vec::with_capacity(buffers.len());
         key_ids.extend(buffers.iter().map(|b| b.id));
         let bind = {
@@ -559,13 +565,11 @@ impl Gpu {
                             resource,
                         });
                     }
-                    self.0
-                        .device
-                        .create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: None,
-                            layout: &pipe.layout,
-                            entries: &entries,
-                        })
+                    self.0.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: None,
+                        layout: &pipe.layout,
+                        entries: &entries,
+                    })
                 })
                 .clone()
         };
@@ -589,6 +593,10 @@ impl Gpu {
             offset,
             groups,
         });
+        if self.0.trace {
+            // Submit each dispatch alone so a validation error points at it.
+            self.flush();
+        }
         Ok(())
     }
 }

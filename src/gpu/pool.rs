@@ -1,6 +1,10 @@
 //! A buffer pool: freed storage buffers are kept by size class and handed out again.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Buffer ids are unique across devices, so no cache keyed by them can mix two devices up.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Usage of every pooled buffer: kernels read and write it, copies move it.
 pub const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -23,7 +27,6 @@ pub fn size_class(bytes: u64) -> u64 {
 #[derive(Default)]
 pub struct BufferPool {
     free: HashMap<u64, Vec<(u64, wgpu::Buffer)>>,
-    next_id: u64,
     /// Bytes held by buffers handed out and not yet returned.
     pub live_bytes: u64,
     /// The highest `live_bytes` seen since the last reset.
@@ -43,14 +46,14 @@ impl BufferPool {
                 e
             }
             None => {
-                self.next_id += 1;
+                let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
                 let buf = device.create_buffer(&wgpu::BufferDescriptor {
                     label: None,
                     size: class,
                     usage: STORAGE_USAGE,
                     mapped_at_creation: false,
                 });
-                (self.next_id, buf)
+                (id, buf)
             }
         };
         self.live_bytes += class;
@@ -79,7 +82,18 @@ mod tests {
 
     #[test]
     fn size_classes_cover_the_request_with_bounded_slack() {
-        for bytes in [1u64, 255, 256, 257, 1000, 4096, 5000, 1 << 20, (1 << 20) + 1, 12345678] {
+        for bytes in [
+            1u64,
+            255,
+            256,
+            257,
+            1000,
+            4096,
+            5000,
+            1 << 20,
+            (1 << 20) + 1,
+            12345678,
+        ] {
             let c = size_class(bytes);
             assert!(c >= bytes, "{bytes} -> {c}");
             assert!(c % 4 == 0);

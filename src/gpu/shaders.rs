@@ -5,7 +5,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("conv2d", include_str!("../../shaders/conv2d.wgsl")),
     ("batchnorm", include_str!("../../shaders/batchnorm.wgsl")),
-    ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    (
+        "elementwise",
+        include_str!("../../shaders/elementwise.wgsl"),
+    ),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("pool", include_str!("../../shaders/pool.wgsl")),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
@@ -20,10 +23,7 @@ pub fn source(name: &str) -> Option<&'static str> {
 }
 
 /// Parses and validates WGSL with naga; returns the module and its validation info.
-pub fn validate(
-    name: &str,
-    src: &str,
-) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
+pub fn validate(name: &str, src: &str) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
     let module = naga::front::wgsl::parse_str(src)
         .map_err(|e| format!("{name}.wgsl: {}", e.emit_to_string(src)))?;
     let info = naga::valid::Validator::new(

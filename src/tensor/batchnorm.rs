@@ -96,7 +96,11 @@ pub fn bn_running_update(
     momentum: f32,
 ) -> Result<()> {
     let c = batch.mean.numel();
-    check_channels("bn_running_update", c, &[running_mean, running_var, &batch.var])?;
+    check_channels(
+        "bn_running_update",
+        c,
+        &[running_mean, running_var, &batch.var],
+    )?;
     let hw: usize = x_shape.iter().skip(2).product();
     let n = x_shape.first().copied().unwrap_or(1);
     running_mean.gpu().dispatch(

@@ -17,7 +17,9 @@ pub struct ConvGeom {
 impl ConvGeom {
     /// Output size along one dimension for input size `i` and kernel size `k`.
     pub fn out_size(&self, i: usize, k: usize) -> Option<usize> {
-        (i + 2 * self.pad).checked_sub(k).map(|v| v / self.stride + 1)
+        (i + 2 * self.pad)
+            .checked_sub(k)
+            .map(|v| v / self.stride + 1)
     }
 }
 
@@ -38,8 +40,8 @@ struct Dims {
 impl Dims {
     fn params(&self, g: ConvGeom, chunk: usize) -> [u32; 12] {
         [
-            self.n, self.ci, self.h, self.w, self.co, self.oh, self.ow, self.kh, self.kw,
-            g.stride, g.pad, chunk,
+            self.n, self.ci, self.h, self.w, self.co, self.oh, self.ow, self.kh, self.kw, g.stride,
+            g.pad, chunk,
         ]
         .map(|v| v as u32)
     }
@@ -70,7 +72,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor, g: ConvGeom) -> Result<Tensor> {
     let xs = x.expect_rank("conv2d", 4)?;
     let ws = w.expect_rank("conv2d", 4)?;
     ensure(xs[1] == ws[1], "conv2d", || {
-        format!("input {xs:?} has {} channels, weight {ws:?} expects {}", xs[1], ws[1])
+        format!(
+            "input {xs:?} has {} channels, weight {ws:?} expects {}",
+            xs[1], ws[1]
+        )
     })?;
     let (oh, ow) = match (g.out_size(xs[2], ws[2]), g.out_size(xs[3], ws[3])) {
         (Some(a), Some(b)) => (a, b),
@@ -95,7 +100,11 @@ pub fn conv2d(x: &Tensor, w: &Tensor, g: ConvGeom) -> Result<Tensor> {
     let out = Tensor::empty(x.gpu(), &[d.n, d.co, oh, ow], DType::F32);
     fits_u32("conv2d", out.numel().max(x.numel()))?;
     let (wx, wy) = workgroup(d.co);
-    let consts = [("WGX", wx as f64), ("WGY", wy as f64), ("STRIDE", g.stride as f64)];
+    let consts = [
+        ("WGX", wx as f64),
+        ("WGY", wy as f64),
+        ("STRIDE", g.stride as f64),
+    ];
     let rows = d.n * oh * ow;
     let groups = [
         d.co.div_ceil(4 * wx as usize) as u32,
@@ -144,7 +153,11 @@ pub fn conv2d_input_grad(
     let out = Tensor::empty(dy.gpu(), &[d.n, d.ci, h, wd], DType::F32);
     fits_u32("conv2d_input_grad", out.numel().max(dy.numel()))?;
     let (wx, wy) = workgroup(d.ci);
-    let consts = [("WGX", wx as f64), ("WGY", wy as f64), ("STRIDE", g.stride as f64)];
+    let consts = [
+        ("WGX", wx as f64),
+        ("WGY", wy as f64),
+        ("STRIDE", g.stride as f64),
+    ];
     // One z slice per stride phase; phase (0, 0) has the most pixels.
     let rows = d.n * h.div_ceil(g.stride) * wd.div_ceil(g.stride);
     let groups = [
@@ -199,7 +212,11 @@ pub fn conv2d_weight_grad(
     // Split the long pixel reduction so that ~64 workgroups exist, each doing >= 256 pixels.
     let splits = (64 / tiles).clamp(1, pixels.div_ceil(256).max(1)).min(512);
     let chunk = pixels.div_ceil(splits);
-    let consts = [("WGX", wx as f64), ("WGY", wy as f64), ("STRIDE", g.stride as f64)];
+    let consts = [
+        ("WGX", wx as f64),
+        ("WGY", wy as f64),
+        ("STRIDE", g.stride as f64),
+    ];
     let partial = Tensor::empty(x.gpu(), &[splits, d.co, d.ci, kh, kw], DType::F32);
     let groups = [
         cols.div_ceil(4 * wx as usize) as u32,

@@ -107,8 +107,16 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -128,7 +136,11 @@ fn strides4(shape: &[usize], out4: &[usize; 4]) -> [u32; 4] {
     let mut strides = [0u32; 4];
     let mut acc = 1usize;
     for i in (0..4).rev() {
-        strides[i] = if s4[i] == 1 && out4[i] != 1 { 0 } else { acc as u32 };
+        strides[i] = if s4[i] == 1 && out4[i] != 1 {
+            0
+        } else {
+            acc as u32
+        };
         acc *= s4[i];
     }
     strides

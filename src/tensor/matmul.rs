@@ -14,7 +14,13 @@ pub fn matmul(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<Te
 }
 
 /// `out += op(a) @ op(b)` in place (used to accumulate gradients).
-pub fn matmul_acc(out: &Tensor, a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<()> {
+pub fn matmul_acc(
+    out: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    trans_a: bool,
+    trans_b: bool,
+) -> Result<()> {
     let (m, k, n) = dims(a, b, trans_a, trans_b)?;
     ensure(out.shape() == [m, n], "matmul_acc", || {
         format!("output {:?} but product is [{m}, {n}]", out.shape())
@@ -27,8 +33,16 @@ fn dims(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<(usize, 
     b.expect_dtype("matmul", DType::F32)?;
     let sa = a.expect_rank("matmul", 2)?;
     let sb = b.expect_rank("matmul", 2)?;
-    let (m, k) = if trans_a { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
-    let (kb, n) = if trans_b { (sb[1], sb[0]) } else { (sb[0], sb[1]) };
+    let (m, k) = if trans_a {
+        (sa[1], sa[0])
+    } else {
+        (sa[0], sa[1])
+    };
+    let (kb, n) = if trans_b {
+        (sb[1], sb[0])
+    } else {
+        (sb[0], sb[1])
+    };
     ensure(k == kb, "matmul", || {
         format!(
             "inner dimensions differ: {:?}{} x {:?}{}",

@@ -70,7 +70,11 @@ impl Tensor {
         if numel_of(shape) != data.len() {
             return Err(shape_err(
                 "from_f32",
-                format!("shape {shape:?} needs {} values, got {}", numel_of(shape), data.len()),
+                format!(
+                    "shape {shape:?} needs {} values, got {}",
+                    numel_of(shape),
+                    data.len()
+                ),
             ));
         }
         Ok(Tensor {
@@ -85,7 +89,11 @@ impl Tensor {
         if numel_of(shape) != data.len() {
             return Err(shape_err(
                 "from_u32",
-                format!("shape {shape:?} needs {} values, got {}", numel_of(shape), data.len()),
+                format!(
+                    "shape {shape:?} needs {} values, got {}",
+                    numel_of(shape),
+                    data.len()
+                ),
             ));
         }
         Ok(Tensor {
@@ -119,7 +127,10 @@ impl Tensor {
     /// Reads a one-element f32 tensor.
     pub fn item(&self) -> Result<f32> {
         if self.numel() != 1 {
-            return Err(shape_err("item", format!("shape {:?} is not a scalar", self.shape)));
+            return Err(shape_err(
+                "item",
+                format!("shape {:?} is not a scalar", self.shape),
+            ));
         }
         Ok(self.to_f32_vec()?[0])
     }
@@ -155,19 +166,18 @@ impl Tensor {
     /// A new tensor with a copy of the data.
     pub fn deep_clone(&self) -> Tensor {
         let out = Tensor::empty(self.gpu(), &self.shape, self.dtype);
-        self.gpu().copy(&self.buf, &out.buf, (self.numel() * 4) as u64);
+        self.gpu()
+            .copy(&self.buf, &out.buf, (self.numel() * 4) as u64);
         out
     }
 
     /// Copies `src`'s data into this tensor (same element count), ordered with other work.
     pub fn copy_from(&self, src: &Tensor) -> Result<()> {
         if src.numel() != self.numel() || src.dtype != self.dtype {
-            return Err(shape_err(
-                "copy_from",
-                format!("{:?} into {:?}", src, self),
-            ));
+            return Err(shape_err("copy_from", format!("{:?} into {:?}", src, self)));
         }
-        self.gpu().copy(&src.buf, &self.buf, (self.numel() * 4) as u64);
+        self.gpu()
+            .copy(&src.buf, &self.buf, (self.numel() * 4) as u64);
         Ok(())
     }
 
@@ -204,7 +214,10 @@ impl Tensor {
     /// Fails unless the tensor has element type `dt`.
     pub fn expect_dtype(&self, op: &'static str, dt: DType) -> Result<()> {
         if self.dtype != dt {
-            return Err(shape_err(op, format!("expected {dt:?}, got {:?}", self.dtype)));
+            return Err(shape_err(
+                op,
+                format!("expected {dt:?}, got {:?}", self.dtype),
+            ));
         }
         Ok(())
     }
@@ -233,5 +246,9 @@ pub fn fits_u32(op: &'static str, n: usize) -> Result<u32> {
 
 /// Fails with a shape error unless `cond` holds.
 pub fn ensure(cond: bool, op: &'static str, msg: impl FnOnce() -> String) -> Result<()> {
-    if cond { Ok(()) } else { Err(Error::Shape { op, msg: msg() }) }
+    if cond {
+        Ok(())
+    } else {
+        Err(Error::Shape { op, msg: msg() })
+    }
 }

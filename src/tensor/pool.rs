@@ -19,7 +19,13 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     x.expect_dtype("global_avg_pool", DType::F32)?;
     let s = x.expect_rank("global_avg_pool", 4)?.to_vec();
     let out = Tensor::empty(x.gpu(), &[s[0], s[1]], DType::F32);
-    launch("gap_forward", [s[0], s[1], s[2], s[3], 0, 0, 0, 0], x, &out, s[0] * s[1])?;
+    launch(
+        "gap_forward",
+        [s[0], s[1], s[2], s[3], 0, 0, 0, 0],
+        x,
+        &out,
+        s[0] * s[1],
+    )?;
     Ok(out)
 }
 
@@ -27,7 +33,13 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
 pub fn global_avg_pool_backward(dy: &Tensor, hw: (usize, usize)) -> Result<Tensor> {
     let s = dy.expect_rank("global_avg_pool_backward", 2)?.to_vec();
     let out = Tensor::empty(dy.gpu(), &[s[0], s[1], hw.0, hw.1], DType::F32);
-    launch("gap_backward", [s[0], s[1], hw.0, hw.1, 0, 0, 0, 0], dy, &out, out.numel())?;
+    launch(
+        "gap_backward",
+        [s[0], s[1], hw.0, hw.1, 0, 0, 0, 0],
+        dy,
+        &out,
+        out.numel(),
+    )?;
     Ok(out)
 }
 
@@ -46,7 +58,13 @@ pub fn shortcut_a(x: &Tensor, cout: usize) -> Result<Tensor> {
     let (oh, ow) = (s[2].div_ceil(2), s[3].div_ceil(2));
     let out = Tensor::empty(x.gpu(), &[s[0], cout, oh, ow], DType::F32);
     let pad = shortcut_pad(s[1], cout);
-    launch("shortcut_forward", [s[0], s[1], s[2], s[3], cout, pad, oh, ow], x, &out, out.numel())?;
+    launch(
+        "shortcut_forward",
+        [s[0], s[1], s[2], s[3], cout, pad, oh, ow],
+        x,
+        &out,
+        out.numel(),
+    )?;
     Ok(out)
 }
 
@@ -61,6 +79,12 @@ pub fn shortcut_a_backward(dy: &Tensor, cin: usize, hw: (usize, usize)) -> Resul
     )?;
     let out = Tensor::empty(dy.gpu(), &[s[0], cin, h, w], DType::F32);
     let pad = shortcut_pad(cin, s[1]);
-    launch("shortcut_backward", [s[0], cin, h, w, s[1], pad, s[2], s[3]], dy, &out, out.numel())?;
+    launch(
+        "shortcut_backward",
+        [s[0], cin, h, w, s[1], pad, s[2], s[3]],
+        dy,
+        &out,
+        out.numel(),
+    )?;
     Ok(out)
 }

@@ -58,7 +58,10 @@ pub fn sum_axes_scaled(x: &Tensor, axes: &[usize], scale: f32) -> Result<Tensor>
     let [r0, k0, r1, k1] = canonical(x.shape(), axes).ok_or_else(|| {
         shape_err(
             "sum",
-            format!("axes {axes:?} of {:?}: too many separate reduced runs", x.shape()),
+            format!(
+                "axes {axes:?} of {:?}: too many separate reduced runs",
+                x.shape()
+            ),
         )
     })?;
     let outputs = k0 * k1;
@@ -66,8 +69,12 @@ pub fn sum_axes_scaled(x: &Tensor, axes: &[usize], scale: f32) -> Result<Tensor>
     fits_u32("sum", x.numel())?;
     let p = [r0 as u32, k0 as u32, r1 as u32, k1 as u32, f(scale)];
     if r0 * r1 < SMALL_REDUCTION {
-        x.gpu()
-            .dispatch(&SMALL, &p, &[x.buffer(), out.buffer()], grid_1d(outputs, 256))?;
+        x.gpu().dispatch(
+            &SMALL,
+            &p,
+            &[x.buffer(), out.buffer()],
+            grid_1d(outputs, 256),
+        )?;
     } else {
         let groups = if outputs <= MAX_GROUPS as usize {
             [outputs as u32, 1, 1]
@@ -88,7 +95,10 @@ pub fn sum_axes(x: &Tensor, axes: &[usize]) -> Result<Tensor> {
 
 /// Mean over `axes`.
 pub fn mean_axes(x: &Tensor, axes: &[usize]) -> Result<Tensor> {
-    let count: usize = axes.iter().map(|&a| x.shape().get(a).copied().unwrap_or(1)).product();
+    let count: usize = axes
+        .iter()
+        .map(|&a| x.shape().get(a).copied().unwrap_or(1))
+        .product();
     sum_axes_scaled(x, axes, 1.0 / count.max(1) as f32)
 }
 
