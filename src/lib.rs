@@ -5,8 +5,10 @@
 
 pub mod autograd;
 pub mod bench;
+pub mod dynloss;
 pub mod error;
 pub mod gpu;
+pub mod nn;
 pub mod tensor;
 
 pub use error::{Error, Result};

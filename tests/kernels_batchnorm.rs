@@ -138,7 +138,7 @@ fn batchnorm_training_forward_backward_and_running_stats() {
         // Running statistics (momentum 0.1, unbiased variance), starting from (0, 1).
         let rm = Tensor::zeros(&g, &[c], dynloss_wgpu::DType::F32);
         let rv = Tensor::full(&g, &[c], 1.0);
-        bn_running_update(&rm, &rv, &stats, &shape, 0.1).unwrap();
+        bn_running_update(&rm, &rv, &stats, 0.1).unwrap();
         let unbias = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
         let want_rm: Vec<f64> = r.mean.iter().map(|v| 0.1 * v).collect();
         let want_rv: Vec<f64> = r.var.iter().map(|v| 0.9 + 0.1 * v * unbias).collect();

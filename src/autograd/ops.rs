@@ -492,6 +492,7 @@ pub fn batch_norm(
     let copy = BatchStats {
         mean: stats.mean.clone(),
         var: stats.var.clone(),
+        count: stats.count,
     };
     let op = Op::BatchNorm {
         x: x.clone(),

@@ -10,6 +10,8 @@ pub struct BatchStats {
     pub mean: Tensor,
     /// Biased variance per channel, [C].
     pub var: Tensor,
+    /// Values per channel the statistics were taken over (N*H*W).
+    pub count: usize,
 }
 
 fn nchw(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
@@ -48,7 +50,11 @@ pub fn batch_stats(x: &Tensor) -> Result<BatchStats> {
         &[x.buffer(), mean.buffer(), var.buffer()],
         [c as u32, 1, 1],
     )?;
-    Ok(BatchStats { mean, var })
+    Ok(BatchStats {
+        mean,
+        var,
+        count: n * hw,
+    })
 }
 
 /// y = (x - mean) / sqrt(var + eps) * gamma + beta per channel, then ReLU if `relu`.
@@ -87,12 +93,11 @@ pub fn bn_apply(
 }
 
 /// Updates running statistics in place: r = (1 - momentum) r + momentum * batch, with the
-/// batch variance unbiased by M/(M-1), M = N*H*W of `x_shape`.
+/// batch variance unbiased by M/(M-1), M = the batch's value count per channel.
 pub fn bn_running_update(
     running_mean: &Tensor,
     running_var: &Tensor,
     batch: &BatchStats,
-    x_shape: &[usize],
     momentum: f32,
 ) -> Result<()> {
     let c = batch.mean.numel();
@@ -101,11 +106,9 @@ pub fn bn_running_update(
         c,
         &[running_mean, running_var, &batch.var],
     )?;
-    let hw: usize = x_shape.iter().skip(2).product();
-    let n = x_shape.first().copied().unwrap_or(1);
     running_mean.gpu().dispatch(
         &Kernel::new("batchnorm", "running_update"),
-        &params(n, c, hw, 0.0, momentum),
+        &params(batch.count, c, 1, 0.0, momentum),
         &[
             batch.mean.buffer(),
             batch.var.buffer(),

@@ -1,0 +1,170 @@
+//! The bi-level meta step: a virtual SGD step of the classifier taken with the graph kept,
+//! the meta loss of the virtually updated classifier, and its exact second-order gradient
+//! with respect to the meta-net parameters.
+
+use super::meta_net::{MetaNet, corrected_labels, dynamic_loss};
+use crate::autograd::{self as ag, Var};
+use crate::error::{Result, shape_err};
+use crate::nn::{Mode, Model, RunningStats};
+use crate::tensor::Tensor;
+
+/// The real optimizer's state the virtual step copies.
+pub struct VirtualSgd<'a> {
+    /// Current learning rate.
+    pub lr: f32,
+    /// Momentum factor.
+    pub momentum: f32,
+    /// Weight decay.
+    pub weight_decay: f32,
+    /// Momentum buffers per parameter (`None` before the first real step).
+    pub buffers: Option<&'a [Tensor]>,
+}
+
+/// w' = w - lr (momentum buf + grad + wd w), differentiable in w and grad.
+pub fn virtual_step(w: &[Var], grads: &[Var], opt: &VirtualSgd) -> Result<Vec<Var>> {
+    if w.len() != grads.len() {
+        return Err(shape_err(
+            "virtual_step",
+            format!("{} params, {} grads", w.len(), grads.len()),
+        ));
+    }
+    w.iter()
+        .zip(grads)
+        .enumerate()
+        .map(|(i, (w, g))| {
+            let decayed = ag::affine(w, 1.0 - opt.lr * opt.weight_decay, 0.0)?;
+            let mut step = ag::scale(g, opt.lr)?;
+            if let Some(bufs) = opt.buffers
+                && opt.momentum != 0.0
+            {
+                let m = Var::constant(crate::tensor::elementwise::affine(
+                    &bufs[i],
+                    opt.lr * opt.momentum,
+                    0.0,
+                )?);
+                step = ag::add(&step, &m)?;
+            }
+            ag::sub(&decayed, &step)
+        })
+        .collect()
+}
+
+/// One training batch and one meta batch.
+pub struct MetaBatch<'a> {
+    /// Training images (weak or strong view) [B, C, H, W].
+    pub x: &'a Tensor,
+    /// Given (noisy) labels u32 [B].
+    pub labels: &'a Tensor,
+    /// Loss-rank bins u32 [B].
+    pub bins: &'a Tensor,
+    /// Pseudo-label distribution yhat [B, classes] (from detached logits).
+    pub yhat: &'a Tensor,
+    /// Meta images [M, C, H, W].
+    pub meta_x: &'a Tensor,
+    /// Meta labels u32 [M].
+    pub meta_labels: &'a Tensor,
+}
+
+/// Which parts of the meta net are active (the ablations of the paper's Table 4).
+#[derive(Debug, Clone, Copy)]
+pub struct MetaParts {
+    /// Use the label corrector (else y* = onehot(y)).
+    pub corrector: bool,
+    /// Use the margin generator (else no margins).
+    pub generator: bool,
+}
+
+/// The classifier's loss under the meta net `theta`: mean soft-label CE of `logits` against
+/// y*, with margins q.
+pub fn classifier_loss(
+    meta: &MetaNet,
+    theta: &[Var],
+    logits: &Var,
+    batch: &MetaBatch,
+    parts: MetaParts,
+) -> Result<Var> {
+    let ystar = if parts.corrector {
+        let g = meta.label_weights(theta, batch.bins, batch.labels)?;
+        corrected_labels(&g, batch.labels, batch.yhat)?
+    } else {
+        let classes = batch.yhat.shape()[1];
+        Var::constant(crate::tensor::index::one_hot(batch.labels, classes)?)
+    };
+    let q = if parts.generator {
+        Some(meta.margins(theta)?)
+    } else {
+        None
+    };
+    dynamic_loss(logits, &ystar, q.as_ref())
+}
+
+/// Result of [`meta_gradient`].
+pub struct MetaGrad {
+    /// The meta loss (cross-entropy of the virtually updated classifier on the meta batch).
+    pub meta_loss: Var,
+    /// d meta_loss / d theta, one per meta parameter (`None` for unused parts).
+    pub grads: Vec<Option<Tensor>>,
+    /// The classifier's dynamic loss on the training batch.
+    pub train_loss: Var,
+}
+
+/// The full second-order meta gradient: forward on the training batch, dynamic loss,
+/// gradient with the graph kept, virtual step over the parameters `virtual_params` (indices;
+/// the rest stay fixed), meta forward, meta cross-entropy, and its gradient to `theta`.
+#[allow(clippy::too_many_arguments)]
+pub fn meta_gradient(
+    model: &Model,
+    w: &[Tensor],
+    running: &RunningStats,
+    meta: &MetaNet,
+    theta: &[Tensor],
+    batch: &MetaBatch,
+    opt: &VirtualSgd,
+    virtual_params: &[usize],
+    parts: MetaParts,
+) -> Result<MetaGrad> {
+    let wv: Vec<Var> = w
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Var::leaf(t.clone(), virtual_params.contains(&i)))
+        .collect();
+    let tv: Vec<Var> = theta.iter().map(|t| Var::leaf(t.clone(), true)).collect();
+    let (logits, _) = model.forward(&wv, &Var::constant(batch.x.clone()), Mode::Train, running)?;
+    let train_loss = classifier_loss(meta, &tv, &logits, batch, parts)?;
+    let sel: Vec<&Var> = virtual_params.iter().map(|&i| &wv[i]).collect();
+    let grads: Vec<Var> = ag::grad(&[&train_loss], &sel, None, true)?
+        .into_iter()
+        .zip(&sel)
+        .map(|(g, w)| g.unwrap_or_else(|| Var::constant(ag::zeros_like(w))))
+        .collect();
+    let bufs: Option<Vec<Tensor>> = opt
+        .buffers
+        .map(|b| virtual_params.iter().map(|&i| b[i].clone()).collect());
+    let sub_opt = VirtualSgd {
+        buffers: bufs.as_deref(),
+        ..*opt
+    };
+    let sel_owned: Vec<Var> = sel.iter().map(|v| (*v).clone()).collect();
+    let stepped = virtual_step(&sel_owned, &grads, &sub_opt)?;
+    let mut w2 = wv.clone();
+    for (k, &i) in virtual_params.iter().enumerate() {
+        w2[i] = stepped[k].clone();
+    }
+    let (meta_logits, _) = model.forward(
+        &w2,
+        &Var::constant(batch.meta_x.clone()),
+        Mode::Train,
+        running,
+    )?;
+    let meta_loss = ag::mean_all(&ag::cross_entropy(&meta_logits, batch.meta_labels, None)?)?;
+    let tref: Vec<&Var> = tv.iter().collect();
+    let g = ag::grad(&[&meta_loss], &tref, None, false)?;
+    Ok(MetaGrad {
+        grads: g
+            .into_iter()
+            .map(|v| v.map(|v| v.value().clone()))
+            .collect(),
+        meta_loss,
+        train_loss,
+    })
+}
