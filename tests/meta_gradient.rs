@@ -14,6 +14,13 @@ use dynloss_wgpu::tensor::softmax::softmax;
 
 #[test]
 fn meta_gradient_matches_finite_differences() {
+    // All parameters stepped, then only the conv and BN ones: the second case makes the
+    // whole meta gradient flow back through the network's own backward ops.
+    check(false);
+    check(true);
+}
+
+fn check(skip_fc: bool) {
     let g = gpu();
     let mut rng = Rng::new(7);
     let (classes, bins, b, m) = (4usize, 10usize, 6usize, 5usize);
@@ -57,12 +64,14 @@ fn meta_gradient_matches_finite_differences() {
         meta_labels: &meta_labels,
     };
     let opt = VirtualSgd {
-        lr: 0.5,
+        // The conv-only meta gradient is small; a large virtual lr lifts it above f32 noise.
+        lr: if skip_fc { 5.0 } else { 1.0 },
         momentum: 0.9,
         weight_decay: 5e-4,
         buffers: Some(&buffers),
     };
-    let all: Vec<usize> = (0..w.len()).collect();
+    let n_virtual = if skip_fc { w.len() - 2 } else { w.len() };
+    let all: Vec<usize> = (0..n_virtual).collect();
     let parts = MetaParts {
         corrector: true,
         generator: true,
@@ -82,44 +91,45 @@ fn meta_gradient_matches_finite_differences() {
         .map(|t| t.as_ref().unwrap().to_f32_vec().unwrap())
         .collect();
     // Probe: every parameter tensor, a few entries each (the largest-gradient entry included).
-    let eps = 1e-2f32;
+    // Directional derivatives: for each meta tensor, a random unit direction u; the engine's
+    // <grad, u> against (L(theta + eps u) - L(theta - eps u)) / 2 eps. A whole-tensor
+    // direction gives a large signal, while each entry moves too little to cross a ReLU kink.
+    // f32 losses near 1 resolve ~1e-7, so a quotient with step eps is good to ~2.4e-7/eps.
+    // Each direction is measured with two steps; where they disagree the function is not
+    // smooth there (a hidden ReLU of the meta net flips) and the tolerance widens by that gap.
+    let eps = 0.04f64;
     let mut got = Vec::new();
     let mut want = Vec::new();
+    let mut kink = Vec::new();
     for (pi, gv) in grads.iter().enumerate() {
-        let mut idx: Vec<usize> = (0..3)
-            .map(|_| rng.below(gv.len() as u32) as usize)
-            .collect();
-        let best = (0..gv.len())
-            .max_by(|&a, &b| gv[a].abs().total_cmp(&gv[b].abs()))
-            .unwrap();
-        idx.push(best);
-        for e in idx {
-            let mut plus = theta0.clone();
-            plus[pi][e] += eps;
-            let mut minus = theta0.clone();
-            minus[pi][e] -= eps;
-            let lp = run(&plus).meta_loss.value().item().unwrap() as f64;
-            let lm = run(&minus).meta_loss.value().item().unwrap() as f64;
-            got.push(gv[e] as f64);
-            want.push((lp - lm) / (2.0 * eps as f64));
-        }
+        let mut u: Vec<f64> = (0..gv.len()).map(|_| rng.range(-1.0, 1.0) as f64).collect();
+        let norm = u.iter().map(|v| v * v).sum::<f64>().sqrt();
+        u.iter_mut().for_each(|v| *v /= norm);
+        let shifted = |step: f64| {
+            let mut t = theta0.clone();
+            for (x, d) in t[pi].iter_mut().zip(&u) {
+                *x += (step * d) as f32;
+            }
+            run(&t).meta_loss.value().item().unwrap() as f64
+        };
+        let fd = |e: f64| (shifted(e) - shifted(-e)) / (2.0 * e);
+        let (coarse, fine) = (fd(eps), fd(eps / 2.0));
+        got.push(gv.iter().zip(&u).map(|(a, b)| *a as f64 * b).sum::<f64>());
+        want.push(fine);
+        kink.push((coarse - fine).abs());
     }
     let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max);
     assert!(
         scale > 1e-4,
         "the meta gradient should not vanish here (max |fd| = {scale})"
     );
-    let err: f64 = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).powi(2))
-        .sum::<f64>()
-        .sqrt()
-        / want.iter().map(|b| b * b).sum::<f64>().sqrt();
-    assert!(
-        err < 3e-2,
-        "meta gradient rel err {err:.3e}\n got {got:?}\nwant {want:?}"
-    );
+    let noise = 2.4e-7 / (eps / 2.0);
+    for ((a, b), k) in got.iter().zip(&want).zip(&kink) {
+        assert!(
+            (a - b).abs() <= 2.0 * noise + 0.03 * b.abs() + 2.0 * k,
+            "skip_fc={skip_fc}: meta gradient {a:e} vs finite differences {b:e}\n got {got:?}\nwant {want:?}\nkink {kink:?}"
+        );
+    }
     // The sign of every clearly non-zero entry must agree (a sign error would flip them all).
     for (a, b) in got.iter().zip(&want) {
         if b.abs() > 0.1 * scale {
