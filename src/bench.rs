@@ -185,3 +185,197 @@ pub fn format_table(gpu: &Gpu, rows: &[BenchRow]) -> String {
     }
     s
 }
+
+/// What the training-step benchmarks measure.
+#[derive(Debug, Clone)]
+pub struct StepBench {
+    /// Model: a CIFAR ResNet depth (6n+2).
+    pub depth: usize,
+    /// Input [C, H, W].
+    pub input: [usize; 3],
+    /// Classes.
+    pub classes: usize,
+    /// Batch (training and meta).
+    pub batch: usize,
+    /// Timed repetitions (median reported) after one warm-up.
+    pub reps: usize,
+}
+
+/// One line of the step table: median time and peak pool memory.
+#[derive(Debug, Clone)]
+pub struct StepRow {
+    /// What was run.
+    pub name: String,
+    /// Median wall time in ms.
+    pub median_ms: f64,
+    /// Peak bytes held by tensors during one run.
+    pub peak_bytes: u64,
+}
+
+fn median_with_peak(
+    gpu: &Gpu,
+    reps: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<(f64, u64)> {
+    f()?;
+    gpu.sync()?;
+    let mut peak = 0;
+    let mut times = Vec::new();
+    for _ in 0..reps.max(1) {
+        gpu.reset_peak();
+        let t = Instant::now();
+        f()?;
+        gpu.sync()?;
+        times.push(t.elapsed().as_secs_f64());
+        peak = peak.max(gpu.stats().peak_bytes);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2] * 1e3, peak))
+}
+
+/// Times a plain cross-entropy step, its forward+backward, the full second-order meta
+/// gradient and a whole Dynamic Loss iteration on random data.
+pub fn run_steps(gpu: &Gpu, cfg: &StepBench) -> Result<Vec<StepRow>> {
+    use crate::autograd::{self as ag, Var};
+    use crate::dynloss::meta_net::MetaNet;
+    use crate::dynloss::meta_step::{
+        MetaBatch, MetaParts, VirtualSgd, classifier_loss, meta_gradient,
+    };
+    use crate::nn::{Mode, init::init_params, resnet::resnet_cifar, update_running_stats};
+    use crate::optim::{Adam, Sgd};
+
+    let model = resnet_cifar(cfg.depth, cfg.input, cfg.classes)
+        .ok_or_else(|| crate::Error::Config(format!("no ResNet of depth {}", cfg.depth)))?;
+    let w = init_params(gpu, &model, 0)?;
+    let running = model.new_running_stats(gpu);
+    let mut sgd = Sgd::new(&w, 0.9, 5e-4);
+    let [c, h, wd] = cfg.input;
+    let b = cfg.batch;
+    let x = random(gpu, &[b, c, h, wd], 11)?;
+    let labels: Vec<u32> = (0..b as u32).map(|i| i % cfg.classes as u32).collect();
+    let labels = Tensor::from_u32(gpu, &[b], &labels)?;
+    let bins = Tensor::from_u32(
+        gpu,
+        &[b],
+        &(0..b as u32).map(|i| i % 100).collect::<Vec<_>>(),
+    )?;
+    let meta = MetaNet::new(100, cfg.classes, false);
+    let theta = meta.init(gpu, 1)?;
+    let mut adam = Adam::new(&theta, 3e-3, 0.0);
+    let lr = 0.1f32;
+
+    let forward_backward = |w: &[Tensor],
+                            x: &Tensor,
+                            loss_of: &dyn Fn(&Var) -> Result<Var>|
+     -> Result<Vec<Option<Tensor>>> {
+        let p: Vec<Var> = w.iter().map(|t| Var::leaf(t.clone(), true)).collect();
+        let (logits, stats) =
+            model.forward(&p, &Var::constant(x.clone()), Mode::Train, &running)?;
+        let loss = loss_of(&logits)?;
+        let refs: Vec<&Var> = p.iter().collect();
+        let g = ag::backward(&loss, &refs)?;
+        update_running_stats(&running, &stats)?;
+        Ok(g)
+    };
+    let ce = |logits: &Var| ag::mean_all(&ag::cross_entropy(logits, &labels, None)?);
+
+    let mut rows = Vec::new();
+    let (t, p) = median_with_peak(gpu, cfg.reps, || forward_backward(&w, &x, &ce).map(|_| ()))?;
+    rows.push(StepRow {
+        name: "forward + backward (cross-entropy)".into(),
+        median_ms: t,
+        peak_bytes: p,
+    });
+    let (t, p) = median_with_peak(gpu, cfg.reps, || {
+        let g = forward_backward(&w, &x, &ce)?;
+        sgd.step(&w, &g, lr)
+    })?;
+    rows.push(StepRow {
+        name: "plain training step (+ SGD)".into(),
+        median_ms: t,
+        peak_bytes: p,
+    });
+
+    let yhat = crate::tensor::softmax::softmax(&random(gpu, &[b, cfg.classes], 12)?)?;
+    let batch = MetaBatch {
+        x: &x,
+        labels: &labels,
+        bins: &bins,
+        yhat: &yhat,
+        meta_x: &x,
+        meta_labels: &labels,
+    };
+    let parts = MetaParts {
+        corrector: true,
+        generator: true,
+    };
+    let all: Vec<usize> = (0..w.len()).collect();
+    let (t, p) = median_with_peak(gpu, cfg.reps, || {
+        let opt = VirtualSgd {
+            lr,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            buffers: Some(&sgd.buffers),
+        };
+        meta_gradient(
+            &model, &w, &running, &meta, &theta, &batch, &opt, &all, parts,
+        )
+        .map(|_| ())
+    })?;
+    rows.push(StepRow {
+        name: "meta gradient (2nd order)".into(),
+        median_ms: t,
+        peak_bytes: p,
+    });
+    let (t, p) = median_with_peak(gpu, cfg.reps, || {
+        let opt = VirtualSgd {
+            lr,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            buffers: Some(&sgd.buffers),
+        };
+        let mg = meta_gradient(
+            &model, &w, &running, &meta, &theta, &batch, &opt, &all, parts,
+        )?;
+        adam.update(&theta, &mg.grads)?;
+        drop(mg);
+        let tv: Vec<Var> = theta.iter().map(|t| Var::constant(t.clone())).collect();
+        let dl = |logits: &Var| classifier_loss(&meta, &tv, logits, &batch, parts);
+        let g = forward_backward(&w, &x, &dl)?;
+        sgd.step(&w, &g, lr)
+    })?;
+    rows.push(StepRow {
+        name: "Dynamic Loss iteration".into(),
+        median_ms: t,
+        peak_bytes: p,
+    });
+    Ok(rows)
+}
+
+/// The step table as Markdown, with each time's ratio to the plain step.
+pub fn format_steps(gpu: &Gpu, cfg: &StepBench, rows: &[StepRow]) -> String {
+    let plain = rows
+        .iter()
+        .find(|r| r.name.starts_with("plain"))
+        .map(|r| r.median_ms)
+        .unwrap_or(f64::NAN);
+    let [c, h, w] = cfg.input;
+    let mut s = format!(
+        "adapter: {}\nResNet-{} on {c}x{h}x{w}, batch {}, {} classes\n\n| step | median ms | images/s | x plain step | peak MiB |\n|---|---:|---:|---:|---:|\n",
+        gpu.info().name,
+        cfg.depth,
+        cfg.batch,
+        cfg.classes
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {:.1} | {:.1} | {:.2} | {:.1} |\n",
+            r.name,
+            r.median_ms,
+            cfg.batch as f64 / (r.median_ms / 1e3),
+            r.median_ms / plain,
+            r.peak_bytes as f64 / (1 << 20) as f64
+        ));
+    }
+    s
+}

@@ -9,6 +9,7 @@ pub mod dynloss;
 pub mod error;
 pub mod gpu;
 pub mod nn;
+pub mod optim;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use dynloss_wgpu::bench::{KernelBench, format_table, run_kernels};
+use dynloss_wgpu::bench::{
+    KernelBench, StepBench, format_steps, format_table, run_kernels, run_steps,
+};
 use dynloss_wgpu::gpu::{AdapterRequest, Gpu, adapter};
 use dynloss_wgpu::{Error, Result};
 
@@ -49,6 +51,22 @@ enum BenchWhat {
         /// Timed repetitions per line (median reported).
         #[arg(long)]
         reps: Option<usize>,
+    },
+    /// Training-step times: plain step, forward+backward, the second-order meta gradient and
+    /// a whole Dynamic Loss iteration, with peak GPU memory.
+    Step {
+        /// CIFAR ResNet depth (6n+2).
+        #[arg(long, default_value_t = 32)]
+        depth: usize,
+        /// Batch size.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Input channels, height and width, e.g. 3x32x32 or 1x28x28.
+        #[arg(long, default_value = "3x32x32")]
+        input: String,
+        /// Timed repetitions per line (median reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
     },
 }
 
@@ -97,6 +115,36 @@ fn run(cli: Cli) -> Result<()> {
             }
             let rows = run_kernels(&gpu, &cfg)?;
             print!("{}", format_table(&gpu, &rows));
+            Ok(())
+        }
+        Command::Bench {
+            what:
+                BenchWhat::Step {
+                    depth,
+                    batch,
+                    input,
+                    reps,
+                },
+        } => {
+            let dims: Vec<usize> = input.split('x').filter_map(|v| v.parse().ok()).collect();
+            let [c, h, w] = dims[..] else {
+                return Err(Error::Config(format!("--input '{input}' is not CxHxW")));
+            };
+            if batch == 0 || reps == 0 {
+                return Err(Error::Config(
+                    "--batch and --reps must be at least 1".into(),
+                ));
+            }
+            let gpu = Gpu::new(&request(&cli.gpu))?;
+            let cfg = StepBench {
+                depth,
+                input: [c, h, w],
+                classes: 10,
+                batch,
+                reps,
+            };
+            let rows = run_steps(&gpu, &cfg)?;
+            print!("{}", format_steps(&gpu, &cfg, &rows));
             Ok(())
         }
     }
