@@ -309,6 +309,9 @@ fn elementwise_and_broadcasting() {
     let mut c = Check::new("relu_mixed", vec![vec![3, 5], vec![3, 5]]);
     c.away_from_zero = 0.1;
     run(c, &|x| ag::mul(&ag::relu(&x[0])?, &x[1]));
+    let mut c = Check::new("add_relu", vec![vec![2, 3, 2], vec![2, 3, 2]]);
+    c.away_from_zero = 0.1;
+    run(c, &|x| ag::mul(&ag::add_relu(&x[0], &x[1])?, &x[0]));
     run(Check::new("sigmoid", vec![vec![3, 4]]), &|x| {
         ag::sigmoid(&ag::scale(&x[0], 3.0)?)
     });

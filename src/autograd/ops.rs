@@ -3,7 +3,7 @@
 
 use super::Var;
 use crate::error::{Result, shape_err};
-use crate::tensor::batchnorm::{BatchStats, batch_stats, bn_apply, bn_backward};
+use crate::tensor::batchnorm::{BatchStats, batch_stats, bn_apply, bn_backward, bn_normalize};
 use crate::tensor::conv::{self, ConvGeom};
 use crate::tensor::elementwise::{self as ew, Binary, Unary};
 use crate::tensor::{DType, Tensor, index, matmul as mm, pool, reduce, softmax as sm};
@@ -96,6 +96,25 @@ pub(super) enum Op {
         eps: f32,
         relu: bool,
     },
+    BnInputGrad {
+        x: Var,
+        gamma: Var,
+        g: Var,
+        stats: BatchStats,
+        eps: f32,
+    },
+    BnGammaGrad {
+        x: Var,
+        g: Var,
+        stats: BatchStats,
+        eps: f32,
+    },
+    BnNormalize {
+        x: Var,
+        stats: BatchStats,
+        eps: f32,
+    },
+    AddRelu(Var, Var),
 }
 
 impl Op {
@@ -104,7 +123,7 @@ impl Op {
         use Op::*;
         match self {
             Leaf => vec![],
-            Matmul { a, b, .. } | Add(a, b) | Sub(a, b) | Mul(a, b) => vec![a, b],
+            Matmul { a, b, .. } | Add(a, b) | Sub(a, b) | Mul(a, b) | AddRelu(a, b) => vec![a, b],
             Conv { x, w, .. } => vec![x, w],
             ConvInputGrad { dy, w, .. } => vec![dy, w],
             ConvWeightGrad { x, dy, .. } => vec![x, dy],
@@ -129,6 +148,9 @@ impl Op {
                 v
             }
             BatchNorm { x, gamma, beta, .. } => vec![x, gamma, beta],
+            BnInputGrad { x, gamma, g, .. } => vec![x, gamma, g],
+            BnGammaGrad { x, g, .. } => vec![x, g],
+            BnNormalize { x, .. } => vec![x],
         }
     }
 
@@ -160,6 +182,10 @@ impl Op {
             Softmax { .. } => "softmax",
             SoftCe { .. } => "soft_cross_entropy",
             BatchNorm { .. } => "batch_norm",
+            BnInputGrad { .. } => "batch_norm_input_grad",
+            BnGammaGrad { .. } => "batch_norm_gamma_grad",
+            BnNormalize { .. } => "batch_norm_normalize",
+            AddRelu(..) => "add_relu",
         }
     }
 }
@@ -232,6 +258,12 @@ pub fn conv2d_weight_grad(x: &Var, dy: &Var, khw: (usize, usize), g: ConvGeom) -
 pub fn add(a: &Var, b: &Var) -> Result<Var> {
     let v = ew::add(a.value(), b.value())?;
     Ok(Var::from_op(v, Op::Add(a.clone(), b.clone())))
+}
+
+/// relu(a + b) in one pass (a residual join).
+pub fn add_relu(a: &Var, b: &Var) -> Result<Var> {
+    let v = ew::binary(a.value(), b.value(), Binary::AddRelu)?;
+    Ok(Var::from_op(v, Op::AddRelu(a.clone(), b.clone())))
 }
 
 /// a - b with broadcasting.
@@ -661,6 +693,54 @@ pub(super) fn backward(v: &Var, g: &Var, need: &dyn Fn(&Var) -> bool) -> Result<
             })?;
         }
         SoftCe { z, q, t } => soft_ce_backward(z, q.as_ref(), t, g, need, &mut out)?,
+        AddRelu(a, b) => {
+            // The mask of relu(a + b) is the mask of the output itself.
+            let m = relu_grad(g, v)?;
+            push(a, &mut || sum_to(&m, a.shape()))?;
+            push(b, &mut || sum_to(&m, b.shape()))?;
+        }
+        BnInputGrad {
+            x,
+            gamma,
+            g: up,
+            stats,
+            eps,
+        } => {
+            // dx is linear in the upstream gradient and self-adjoint in it.
+            push(up, &mut || bn_input_grad(x, gamma, g, stats, *eps))?;
+            push(gamma, &mut || {
+                let ones = Var::constant(Tensor::full(x.value().gpu(), gamma.shape(), 1.0));
+                let per_gamma = bn_input_grad(x, &ones, up, stats, *eps)?;
+                sum_axes(&mul(g, &per_gamma)?, &channel_axes(x.shape().len()))
+            })?;
+            push(x, &mut || {
+                nested_grad(x, g, &|| bn_dx_composite(x, gamma, up, *eps))
+            })?;
+        }
+        BnGammaGrad {
+            x,
+            g: up,
+            stats,
+            eps,
+        } => {
+            push(up, &mut || {
+                let xhat = bn_normalize_var(x, stats, *eps)?;
+                mul(&xhat, &reshape(g, &channel_shape(x.shape(), g.shape()[0]))?)
+            })?;
+            push(x, &mut || {
+                nested_grad(x, g, &|| {
+                    let (xhat, _) = bn_xhat_composite(x, *eps)?;
+                    sum_axes(&mul(up, &xhat)?, &channel_axes(x.shape().len()))
+                })
+            })?;
+        }
+        BnNormalize { x, stats, eps } => {
+            push(x, &mut || {
+                let c = stats.mean.numel();
+                let ones = Var::constant(Tensor::full(x.value().gpu(), &[c], 1.0));
+                bn_input_grad(x, &ones, g, stats, *eps)
+            })?;
+        }
         BatchNorm {
             x,
             gamma,
@@ -750,29 +830,93 @@ fn batch_norm_backward(
         }
         return Ok(());
     }
-    let c = gamma.shape()[0];
-    let axes = channel_axes(x.shape().len());
-    let bshape = channel_shape(x.shape(), c);
-    let per_channel = |t: &Var| reshape(t, &bshape);
-    let mean = mean_axes(x, &axes)?;
-    let xc = sub(x, &per_channel(&mean)?)?;
-    let var = mean_axes(&square(&xc)?, &axes)?;
-    let rstd = recip(&sqrt(&affine(&var, 1.0, eps)?)?)?;
-    let xhat = mul(&xc, &per_channel(&rstd)?)?;
+    // Recorded: the same fused kernels, wrapped as differentiable ops.
+    let (dx, dgamma, _) = bn_backward(x.value(), stats, gamma.value(), g.value(), eps)?;
     if need(beta) {
-        out.push((beta.clone(), sum_axes(g, &axes)?));
+        out.push((beta.clone(), sum_axes(g, &channel_axes(x.shape().len()))?));
     }
     if need(gamma) {
-        out.push((gamma.clone(), sum_axes(&mul(g, &xhat)?, &axes)?));
+        let op = Op::BnGammaGrad {
+            x: x.clone(),
+            g: g.clone(),
+            stats: stats.clone(),
+            eps,
+        };
+        out.push((gamma.clone(), Var::from_op(dgamma, op)));
     }
     if need(x) {
-        let dxhat = mul(g, &per_channel(gamma)?)?;
-        let m1 = per_channel(&mean_axes(&dxhat, &axes)?)?;
-        let m2 = per_channel(&mean_axes(&mul(&dxhat, &xhat)?, &axes)?)?;
-        let inner = sub(&sub(&dxhat, &m1)?, &mul(&xhat, &m2)?)?;
-        out.push((x.clone(), mul(&inner, &per_channel(&rstd)?)?));
+        let op = Op::BnInputGrad {
+            x: x.clone(),
+            gamma: gamma.clone(),
+            g: g.clone(),
+            stats: stats.clone(),
+            eps,
+        };
+        out.push((x.clone(), Var::from_op(dx, op)));
     }
     Ok(())
+}
+
+/// dx of training-mode batch norm for upstream gradient g, as a differentiable op.
+fn bn_input_grad(x: &Var, gamma: &Var, g: &Var, stats: &BatchStats, eps: f32) -> Result<Var> {
+    let (dx, _, _) = bn_backward(x.value(), stats, gamma.value(), g.value(), eps)?;
+    let op = Op::BnInputGrad {
+        x: x.clone(),
+        gamma: gamma.clone(),
+        g: g.clone(),
+        stats: stats.clone(),
+        eps,
+    };
+    Ok(Var::from_op(dx, op))
+}
+
+/// xhat = (x - mean) / sqrt(var + eps) with the given statistics, as a differentiable op.
+fn bn_normalize_var(x: &Var, stats: &BatchStats, eps: f32) -> Result<Var> {
+    let v = bn_normalize(x.value(), stats, eps)?;
+    Ok(Var::from_op(
+        v,
+        Op::BnNormalize {
+            x: x.clone(),
+            stats: stats.clone(),
+            eps,
+        },
+    ))
+}
+
+/// xhat and rstd computed from x with elementary ops (so that every derivative through the
+/// batch statistics is exact); only used for derivatives with respect to x of the fused
+/// backward ops, i.e. true second derivatives through the activations.
+fn bn_xhat_composite(x: &Var, eps: f32) -> Result<(Var, Var)> {
+    let c = x.shape()[1];
+    let axes = channel_axes(x.shape().len());
+    let bshape = channel_shape(x.shape(), c);
+    let mean = mean_axes(x, &axes)?;
+    let xc = sub(x, &reshape(&mean, &bshape)?)?;
+    let var = mean_axes(&square(&xc)?, &axes)?;
+    let rstd = reshape(&recip(&sqrt(&affine(&var, 1.0, eps)?)?)?, &bshape)?;
+    Ok((mul(&xc, &rstd)?, rstd))
+}
+
+/// dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) with dxhat = g gamma, from
+/// elementary ops.
+fn bn_dx_composite(x: &Var, gamma: &Var, g: &Var, eps: f32) -> Result<Var> {
+    let axes = channel_axes(x.shape().len());
+    let bshape = channel_shape(x.shape(), gamma.shape()[0]);
+    let (xhat, rstd) = bn_xhat_composite(x, eps)?;
+    let dxhat = mul(g, &reshape(gamma, &bshape)?)?;
+    let m1 = reshape(&mean_axes(&dxhat, &axes)?, &bshape)?;
+    let m2 = reshape(&mean_axes(&mul(&dxhat, &xhat)?, &axes)?, &bshape)?;
+    mul(&sub(&sub(&dxhat, &m1)?, &mul(&xhat, &m2)?)?, &rstd)
+}
+
+/// d<upstream, f(x)>/dx for a composite f rebuilt from x: the derivative of a fused op with
+/// respect to an input its own rule has no closed form for. Recorded when grad mode is on.
+fn nested_grad(x: &Var, upstream: &Var, f: &dyn Fn() -> Result<Var>) -> Result<Var> {
+    let create = super::grad_enabled();
+    let y = super::with_grad_mode(true, f)?;
+    let dot = super::with_grad_mode(true, || sum_all(&mul(&y, upstream)?))?;
+    let g = super::grad(&[&dot], &[x], None, create)?.remove(0);
+    Ok(g.unwrap_or_else(|| Var::constant(zeros_like(x))))
 }
 
 /// A zero tensor shaped like `v` (for tests and optimisers).

@@ -230,7 +230,7 @@ fn run(
             Layer::Residual { body, shortcut } => {
                 let a = run(body, p, &h, mode, running, stats)?;
                 let b = run(shortcut, p, &h, mode, running, stats)?;
-                ag::relu(&ag::add(&a, &b)?)?
+                ag::add_relu(&a, &b)?
             }
             Layer::ShortcutA { cout } => ag::shortcut_a(&h, *cout)?,
             Layer::GlobalAvgPool => ag::global_avg_pool(&h)?,

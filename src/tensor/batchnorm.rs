@@ -5,6 +5,7 @@ use crate::error::Result;
 use crate::gpu::{Kernel, grid_1d};
 
 /// Per-channel batch statistics: mean and biased variance.
+#[derive(Clone)]
 pub struct BatchStats {
     /// Mean per channel, [C].
     pub mean: Tensor,
@@ -168,4 +169,12 @@ pub fn bn_backward(
         grid_1d(x.numel(), 256),
     )?;
     Ok((dx, dgamma, dbeta))
+}
+
+/// The normalised input xhat = (x - mean) / sqrt(var + eps) (no affine, no ReLU).
+pub fn bn_normalize(x: &Tensor, stats: &BatchStats, eps: f32) -> Result<Tensor> {
+    let c = stats.mean.numel();
+    let ones = Tensor::full(x.gpu(), &[c], 1.0);
+    let zeros = Tensor::zeros(x.gpu(), &[c], DType::F32);
+    bn_apply(x, &stats.mean, &stats.var, &ones, &zeros, eps, false)
 }
