@@ -13,10 +13,12 @@
 //                 taps that can contribute are visited; rows = N*ceil(H/s)*ceil(W/s) pixels
 //                 of a phase; grid = (ceil(Ci/(4 WGX)), ceil(rows/(4 WGY)), s*s).
 // - weight_grad:  dW[co,ci,kh,kw] = sum_{n,oh,ow} dY[n,co,oh,ow] * X[n,ci,oh*s-p+kh,ow*s-p+kw]
-//                 rows = Co (y), columns = Ci*KH*KW (x); the long reduction over N*OH*OW is
-//                 split into `splits` chunks along z (grid z = splits), each writing its own
-//                 partial slice out[z, co, col]; the host sums the slices in a fixed order, so
-//                 the result is deterministic.
+//                 rows = Co (y), columns = ceil(Ci/4) channel blocks x KH*KW taps (x, each
+//                 invocation 4 channels at one tap); the long reduction over N*OH*OW is
+//                 split into chunks along z (grid z = splits), each writing its own partial
+//                 slice out[split, co, col]; the host sums the slices in a fixed order, so the
+//                 result is deterministic. (Lanes past the edge cost little: CPU drivers skip
+//                 SIMD batches whose lanes have all returned.)
 
 struct Params {
     n: u32,
@@ -73,16 +75,28 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var ci = 0u; ci < p.ci; ci++) {
-        let plane = ci * hw;
-        for (var kh = 0u; kh < p.kh; kh++) {
-            for (var kw = 0u; kw < p.kw; kw++) {
-                let wk = ci * khw + kh * p.kw + kw;
+    // Taps outside, channels inside: each pixel's input offset and padding mask are worked
+    // out once per tap, so the channel loop is pure loads and FMAs.
+    for (var kh = 0u; kh < p.kh; kh++) {
+        for (var kw = 0u; kw < p.kw; kw++) {
+            var off: array<u32, 4>;
+            var mask: vec4<f32>;
+            for (var j = 0u; j < 4u; j++) {
+                let ih = ih0[j] + i32(kh);
+                let iw = iw0[j] + i32(kw);
+                let inside = ih >= 0 && iw >= 0 && ih < i32(p.h) && iw < i32(p.w);
+                off[j] = select(0u, img[j] + u32(ih) * p.w + u32(iw), inside);
+                mask[j] = select(0.0, 1.0, inside);
+            }
+            var wk = kh * p.kw + kw;
+            for (var ci = 0u; ci < p.ci; ci++) {
                 let wv = vec4<f32>(other[wrow.x + wk], other[wrow.y + wk], other[wrow.z + wk], other[wrow.w + wk]);
-                acc0 += load_x(img[0] + plane, ih0[0] + i32(kh), iw0[0] + i32(kw)) * wv;
-                acc1 += load_x(img[1] + plane, ih0[1] + i32(kh), iw0[1] + i32(kw)) * wv;
-                acc2 += load_x(img[2] + plane, ih0[2] + i32(kh), iw0[2] + i32(kw)) * wv;
-                acc3 += load_x(img[3] + plane, ih0[3] + i32(kh), iw0[3] + i32(kw)) * wv;
+                let plane = ci * hw;
+                acc0 += (src[off[0] + plane] * mask.x) * wv;
+                acc1 += (src[off[1] + plane] * mask.y) * wv;
+                acc2 += (src[off[2] + plane] * mask.z) * wv;
+                acc3 += (src[off[3] + plane] * mask.w) * wv;
+                wk += khw;
             }
         }
     }
@@ -158,36 +172,38 @@ fn input_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var co = 0u; co < p.co; co++) {
-        let plane = co * ohw;
-        var dh = 0;
-        for (var kh = kh0; kh < p.kh; kh += STRIDE) {
-            var dw = 0;
-            for (var kw = kw0; kw < p.kw; kw += STRIDE) {
-                let wk = co * wco + kh * p.kw + kw;
-                let wv = vec4<f32>(other[wk + wcol.x], other[wk + wcol.y], other[wk + wcol.z], other[wk + wcol.w]);
-                acc0 += load_dy(img[0] + plane, oh0[0] - dh, ow0[0] - dw) * wv;
-                acc1 += load_dy(img[1] + plane, oh0[1] - dh, ow0[1] - dw) * wv;
-                acc2 += load_dy(img[2] + plane, oh0[2] - dh, ow0[2] - dw) * wv;
-                acc3 += load_dy(img[3] + plane, oh0[3] - dh, ow0[3] - dw) * wv;
-                dw += 1;
+    var dh = 0;
+    for (var kh = kh0; kh < p.kh; kh += STRIDE) {
+        var dw = 0;
+        for (var kw = kw0; kw < p.kw; kw += STRIDE) {
+            var off: array<u32, 4>;
+            var mask: vec4<f32>;
+            for (var j = 0u; j < 4u; j++) {
+                let oh = oh0[j] - dh;
+                let ow = ow0[j] - dw;
+                let inside = oh >= 0 && ow >= 0 && oh < i32(p.oh) && ow < i32(p.ow);
+                off[j] = select(0u, img[j] + u32(oh) * p.ow + u32(ow), inside);
+                mask[j] = select(0.0, 1.0, inside);
             }
-            dh += 1;
+            var wk = kh * p.kw + kw;
+            for (var co = 0u; co < p.co; co++) {
+                let wv = vec4<f32>(other[wk + wcol.x], other[wk + wcol.y], other[wk + wcol.z], other[wk + wcol.w]);
+                let plane = co * ohw;
+                acc0 += (src[off[0] + plane] * mask.x) * wv;
+                acc1 += (src[off[1] + plane] * mask.y) * wv;
+                acc2 += (src[off[2] + plane] * mask.z) * wv;
+                acc3 += (src[off[3] + plane] * mask.w) * wv;
+                wk += wco;
+            }
+            dw += 1;
         }
+        dh += 1;
     }
     let hw = p.h * p.w;
     store_phase(pix0, pixels, hp, wp, ph, pw, ci0, hw, acc0);
     store_phase(pix0 + 1u, pixels, hp, wp, ph, pw, ci0, hw, acc1);
     store_phase(pix0 + 2u, pixels, hp, wp, ph, pw, ci0, hw, acc2);
     store_phase(pix0 + 3u, pixels, hp, wp, ph, pw, ci0, hw, acc3);
-}
-
-// dY value at output pixel (oh, ow) of one plane, zero outside the output.
-fn load_dy(plane: u32, oh: i32, ow: i32) -> f32 {
-    if oh < 0 || ow < 0 || oh >= i32(p.oh) || ow >= i32(p.ow) {
-        return 0.0;
-    }
-    return src[plane + u32(oh) * p.ow + u32(ow)];
 }
 
 // Writes channels c0..c0+3 of phase pixel q (image n, phase-grid position (jh, jw)).
@@ -209,31 +225,28 @@ fn store_phase(q: u32, pixels: u32, hp: u32, wp: u32, ph: u32, pw: u32, c0: u32,
 
 @compute @workgroup_size(WGX, WGY)
 fn weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    // x indexes (channel block, tap): the 4 columns of an invocation are input channels
+    // ci0..ci0+3 at one tap (kh, kw), so they read the same input position and share one
+    // padding test per pixel.
     let khw = p.kh * p.kw;
-    let cols = p.ci * khw;
+    let blocks = (p.ci + 3u) / 4u;
     let co0 = (wg.y * WGY + lid.y) * 4u;
-    let col0 = (wg.x * WGX + lid.x) * 4u;
-    if co0 >= p.co || col0 >= cols {
+    let xb = wg.x * WGX + lid.x;
+    if co0 >= p.co || xb >= blocks * khw {
         return;
     }
+    let tap = xb % khw;
+    let ci0 = (xb / khw) * 4u;
+    let dh = i32(tap / p.kw) - i32(p.pad);
+    let dw = i32(tap % p.kw) - i32(p.pad);
     let hw = p.h * p.w;
     let ohw = p.oh * p.ow;
     let total = p.n * ohw;
-    let start = wg.z * p.chunk;
+    let split = wg.z;
+    let start = split * p.chunk;
     let end = min(start + p.chunk, total);
-    // Per weight column: which input plane it reads and its tap offset.
-    var plane: array<u32, 4>;
-    var dh: array<i32, 4>;
-    var dw: array<i32, 4>;
-    for (var j = 0u; j < 4u; j++) {
-        let col = min(col0 + j, cols - 1u);
-        let ci = col / khw;
-        let r = col % khw;
-        plane[j] = ci * hw;
-        dh[j] = i32(r / p.kw) - i32(p.pad);
-        dw[j] = i32(r % p.kw) - i32(p.pad);
-    }
-    let cov = vec4<u32>(co0, min(co0 + 1u, p.co - 1u), min(co0 + 2u, p.co - 1u), min(co0 + 3u, p.co - 1u));
+    let civ = vec4<u32>(ci0, min(ci0 + 1u, p.ci - 1u), min(ci0 + 2u, p.ci - 1u), min(ci0 + 3u, p.ci - 1u)) * hw;
+    let cov = vec4<u32>(co0, min(co0 + 1u, p.co - 1u), min(co0 + 2u, p.co - 1u), min(co0 + 3u, p.co - 1u)) * ohw;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
@@ -245,15 +258,13 @@ fn weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
         var n = start / ohw;
         for (var q = start; q < end; q++) {
             let ybase = n * p.co * ohw + oh * p.ow + ow;
-            let dy = vec4<f32>(other[ybase + cov.x * ohw], other[ybase + cov.y * ohw], other[ybase + cov.z * ohw], other[ybase + cov.w * ohw]);
-            let xbase = n * p.ci * hw;
-            let ih = i32(oh * STRIDE);
-            let iw = i32(ow * STRIDE);
-            let xv = vec4<f32>(
-                load_x(xbase + plane[0], ih + dh[0], iw + dw[0]),
-                load_x(xbase + plane[1], ih + dh[1], iw + dw[1]),
-                load_x(xbase + plane[2], ih + dh[2], iw + dw[2]),
-                load_x(xbase + plane[3], ih + dh[3], iw + dw[3]));
+            let dy = vec4<f32>(other[ybase + cov.x], other[ybase + cov.y], other[ybase + cov.z], other[ybase + cov.w]);
+            let ih = i32(oh * STRIDE) + dh;
+            let iw = i32(ow * STRIDE) + dw;
+            let inside = ih >= 0 && iw >= 0 && ih < i32(p.h) && iw < i32(p.w);
+            let off = select(0u, n * p.ci * hw + u32(ih) * p.w + u32(iw), inside);
+            let m = select(0.0, 1.0, inside);
+            let xv = vec4<f32>(src[off + civ.x], src[off + civ.y], src[off + civ.z], src[off + civ.w]) * m;
             acc0 += dy.x * xv;
             acc1 += dy.y * xv;
             acc2 += dy.z * xv;
@@ -269,20 +280,22 @@ fn weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
             }
         }
     }
-    let base = wg.z * p.co * cols;
-    store_wrow(base, co0, col0, cols, acc0);
-    store_wrow(base, co0 + 1u, col0, cols, acc1);
-    store_wrow(base, co0 + 2u, col0, cols, acc2);
-    store_wrow(base, co0 + 3u, col0, cols, acc3);
+    let base = split * p.co * p.ci * khw;
+    store_wrow(base, co0, ci0, tap, acc0);
+    store_wrow(base, co0 + 1u, ci0, tap, acc1);
+    store_wrow(base, co0 + 2u, ci0, tap, acc2);
+    store_wrow(base, co0 + 3u, ci0, tap, acc3);
 }
 
-fn store_wrow(base: u32, co: u32, col0: u32, cols: u32, v: vec4<f32>) {
+// Writes dW[co, ci0 + j, tap] for the 4 channels of one invocation (slice `base`).
+fn store_wrow(base: u32, co: u32, ci0: u32, tap: u32, v: vec4<f32>) {
     if co >= p.co {
         return;
     }
+    let khw = p.kh * p.kw;
     for (var j = 0u; j < 4u; j++) {
-        if col0 + j < cols {
-            out[base + co * cols + col0 + j] = v[j];
+        if ci0 + j < p.ci {
+            out[base + (co * p.ci + ci0 + j) * khw + tap] = v[j];
         }
     }
 }

@@ -205,26 +205,28 @@ pub fn conv2d_weight_grad(
         kw,
     };
     fits_u32("conv2d_weight_grad", x.numel().max(dy.numel()))?;
-    let cols = d.ci * kh * kw;
+    // Invocations along x: 4 input channels at one tap each; along y: 4 output channels.
+    let blocks = d.ci.div_ceil(4) * kh * kw;
     let pixels = d.n * d.oh * d.ow;
-    let (wx, wy) = workgroup(cols);
-    let tiles = (cols.div_ceil(4 * wx as usize) * d.co.div_ceil(4 * wy as usize)).max(1);
+    let (wx, wy) = workgroup(4 * blocks);
+    let tiles = (blocks.div_ceil(wx as usize) * d.co.div_ceil(4 * wy as usize)).max(1);
     // Split the long pixel reduction so that ~64 workgroups exist, each doing >= 256 pixels.
     let splits = (64 / tiles).clamp(1, pixels.div_ceil(256).max(1)).min(512);
     let chunk = pixels.div_ceil(splits);
-    let consts = [
-        ("WGX", wx as f64),
-        ("WGY", wy as f64),
-        ("STRIDE", g.stride as f64),
-    ];
+    let consts = [("WGX", wx as f64), ("WGY", wy as f64), ("STRIDE", g.stride as f64)];
     let partial = Tensor::empty(x.gpu(), &[splits, d.co, d.ci, kh, kw], DType::F32);
     let groups = [
-        cols.div_ceil(4 * wx as usize) as u32,
+        blocks.div_ceil(wx as usize) as u32,
         d.co.div_ceil(4 * wy as usize) as u32,
         splits as u32,
     ];
+    let k = Kernel {
+        shader: "conv2d",
+        entry: "weight_grad",
+        constants: &consts,
+    };
     x.gpu().dispatch(
-        &kernel("weight_grad", &consts),
+        &k,
         &d.params(g, chunk),
         &[x.buffer(), dy.buffer(), partial.buffer()],
         groups,
