@@ -14,6 +14,7 @@ use dynloss_wgpu::Result;
 use dynloss_wgpu::Tensor;
 use dynloss_wgpu::autograd::{self as ag, Var};
 use dynloss_wgpu::tensor::conv::ConvGeom;
+use dynloss_wgpu::tensor::pool::PoolGeom;
 
 struct Check {
     name: &'static str,
@@ -343,6 +344,22 @@ fn reductions_and_pooling() {
         Check::new("global_avg_pool", vec![vec![2, 3, 4, 4]]),
         &|x| ag::global_avg_pool(&ag::square(&x[0])?),
     );
+    for g in [
+        PoolGeom {
+            k: 2,
+            stride: 2,
+            pad: 0,
+        },
+        PoolGeom {
+            k: 3,
+            stride: 2,
+            pad: 1,
+        },
+    ] {
+        run(Check::new("max_pool", vec![vec![2, 2, 5, 5]]), &move |x| {
+            ag::max_pool(&ag::square(&x[0])?, g)
+        });
+    }
     run(Check::new("shortcut_a", vec![vec![2, 2, 4, 4]]), &|x| {
         ag::shortcut_a(&ag::square(&x[0])?, 4)
     });

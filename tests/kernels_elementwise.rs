@@ -352,3 +352,96 @@ fn broadcast_to_expands_like_numpy() {
     let t = Tensor::zeros(&g, &[3], dynloss_wgpu::DType::F32);
     assert!(broadcast_to(&t, &[4]).is_err());
 }
+
+#[test]
+fn max_pool_forward_backward_and_select() {
+    use dynloss_wgpu::tensor::pool::{PoolGeom, max_pool, max_pool_backward, max_pool_select};
+    let g = gpu();
+    let mut rng = Rng::new(16);
+    for (n, c, h, w, geom) in [
+        (
+            2,
+            3,
+            6,
+            6,
+            PoolGeom {
+                k: 2,
+                stride: 2,
+                pad: 0,
+            },
+        ),
+        (
+            1,
+            2,
+            7,
+            5,
+            PoolGeom {
+                k: 3,
+                stride: 2,
+                pad: 1,
+            },
+        ),
+        (
+            1,
+            1,
+            1,
+            1,
+            PoolGeom {
+                k: 1,
+                stride: 1,
+                pad: 0,
+            },
+        ),
+    ] {
+        let x = rng.vec(n * c * h * w);
+        let t = Tensor::from_f32(&g, &[n, c, h, w], &x).unwrap();
+        let (y, arg) = max_pool(&t, geom).unwrap();
+        let (oh, ow) = (geom.out_size(h).unwrap(), geom.out_size(w).unwrap());
+        assert_eq!(y.shape(), [n, c, oh, ow]);
+        let mut want = vec![0.0f64; n * c * oh * ow];
+        let mut want_arg = vec![0u32; want.len()];
+        for pl in 0..n * c {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut best = f64::NEG_INFINITY;
+                    let mut at = 0;
+                    for a in 0..geom.k {
+                        for b in 0..geom.k {
+                            let (yy, xx) = (
+                                (i * geom.stride + a) as isize - geom.pad as isize,
+                                (j * geom.stride + b) as isize - geom.pad as isize,
+                            );
+                            if yy < 0 || xx < 0 || yy >= h as isize || xx >= w as isize {
+                                continue;
+                            }
+                            let v = x[pl * h * w + yy as usize * w + xx as usize] as f64;
+                            if v > best {
+                                best = v;
+                                at = yy as usize * w + xx as usize;
+                            }
+                        }
+                    }
+                    want[(pl * oh + i) * ow + j] = best;
+                    want_arg[(pl * oh + i) * ow + j] = at as u32;
+                }
+            }
+        }
+        assert_close("max_pool", &y.to_f32_vec().unwrap(), &want, 0.0, 0.0);
+        assert_eq!(arg.to_u32_vec().unwrap(), want_arg);
+        // Backward routes dy to the winners (summing where windows overlap).
+        let dy = rng.vec(want.len());
+        let dyt = Tensor::from_f32(&g, &[n, c, oh, ow], &dy).unwrap();
+        let dx = max_pool_backward(&dyt, &arg, (h, w), geom)
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
+        let mut want_dx = vec![0.0f64; x.len()];
+        for (o, &a) in want_arg.iter().enumerate() {
+            let pl = o / (oh * ow);
+            want_dx[pl * h * w + a as usize] += dy[o] as f64;
+        }
+        assert_close("max_pool_backward", &dx, &want_dx, 1e-6, 1e-6);
+        let sel = max_pool_select(&t, &arg).unwrap().to_f32_vec().unwrap();
+        assert_close("max_pool_select", &sel, &want, 0.0, 0.0);
+    }
+}

@@ -6,6 +6,7 @@ use crate::error::{Result, shape_err};
 use crate::tensor::batchnorm::{BatchStats, batch_stats, bn_apply, bn_backward, bn_normalize};
 use crate::tensor::conv::{self, ConvGeom};
 use crate::tensor::elementwise::{self as ew, Binary, Unary};
+use crate::tensor::pool::PoolGeom;
 use crate::tensor::{DType, Tensor, index, matmul as mm, pool, reduce, softmax as sm};
 
 /// The op that produced a node, holding what its backward rule needs.
@@ -115,6 +116,21 @@ pub(super) enum Op {
         eps: f32,
     },
     AddRelu(Var, Var),
+    MaxPool {
+        x: Var,
+        arg: Tensor,
+        g: PoolGeom,
+    },
+    MaxPoolBackward {
+        dy: Var,
+        arg: Tensor,
+        g: PoolGeom,
+    },
+    MaxPoolSelect {
+        x: Var,
+        arg: Tensor,
+        g: PoolGeom,
+    },
 }
 
 impl Op {
@@ -151,6 +167,8 @@ impl Op {
             BnInputGrad { x, gamma, g, .. } => vec![x, gamma, g],
             BnGammaGrad { x, g, .. } => vec![x, g],
             BnNormalize { x, .. } => vec![x],
+            MaxPool { x, .. } | MaxPoolSelect { x, .. } => vec![x],
+            MaxPoolBackward { dy, .. } => vec![dy],
         }
     }
 
@@ -186,6 +204,9 @@ impl Op {
             BnGammaGrad { .. } => "batch_norm_gamma_grad",
             BnNormalize { .. } => "batch_norm_normalize",
             AddRelu(..) => "add_relu",
+            MaxPool { .. } => "max_pool",
+            MaxPoolBackward { .. } => "max_pool_backward",
+            MaxPoolSelect { .. } => "max_pool_select",
         }
     }
 }
@@ -446,6 +467,43 @@ fn shortcut_a_backward(dy: &Var, cin: usize, hw: (usize, usize)) -> Result<Var> 
     Ok(Var::from_op(v, Op::ShortcutABackward { dy: dy.clone() }))
 }
 
+/// Max pooling of [N,C,H,W].
+pub fn max_pool(x: &Var, g: PoolGeom) -> Result<Var> {
+    let (v, arg) = pool::max_pool(x.value(), g)?;
+    Ok(Var::from_op(
+        v,
+        Op::MaxPool {
+            x: x.clone(),
+            arg,
+            g,
+        },
+    ))
+}
+
+fn max_pool_backward(dy: &Var, arg: &Tensor, hw: (usize, usize), g: PoolGeom) -> Result<Var> {
+    let v = pool::max_pool_backward(dy.value(), arg, hw, g)?;
+    Ok(Var::from_op(
+        v,
+        Op::MaxPoolBackward {
+            dy: dy.clone(),
+            arg: arg.clone(),
+            g,
+        },
+    ))
+}
+
+fn max_pool_select(x: &Var, arg: &Tensor, g: PoolGeom) -> Result<Var> {
+    let v = pool::max_pool_select(x.value(), arg)?;
+    Ok(Var::from_op(
+        v,
+        Op::MaxPoolSelect {
+            x: x.clone(),
+            arg: arg.clone(),
+            g,
+        },
+    ))
+}
+
 /// x[r, labels[r]] for x [B, C]: gather by label.
 pub fn pick(x: &Var, labels: &Tensor) -> Result<Var> {
     let v = index::pick(x.value(), labels)?;
@@ -693,6 +751,15 @@ pub(super) fn backward(v: &Var, g: &Var, need: &dyn Fn(&Var) -> bool) -> Result<
             })?;
         }
         SoftCe { z, q, t } => soft_ce_backward(z, q.as_ref(), t, g, need, &mut out)?,
+        MaxPool { x, arg, g: geom } => {
+            let hw = (x.shape()[2], x.shape()[3]);
+            push(x, &mut || max_pool_backward(g, arg, hw, *geom))?;
+        }
+        MaxPoolBackward { dy, arg, g: geom } => push(dy, &mut || max_pool_select(g, arg, *geom))?,
+        MaxPoolSelect { x, arg, g: geom } => {
+            let hw = (x.shape()[2], x.shape()[3]);
+            push(x, &mut || max_pool_backward(g, arg, hw, *geom))?;
+        }
         AddRelu(a, b) => {
             // The mask of relu(a + b) is the mask of the output itself.
             let m = relu_grad(g, v)?;

@@ -5,13 +5,23 @@ use crate::error::Result;
 use crate::gpu::{Kernel, grid_1d};
 
 fn launch(entry: &'static str, p: [usize; 8], src: &Tensor, out: &Tensor, n: usize) -> Result<()> {
-    fits_u32(entry, n.max(src.numel()))?;
-    src.gpu().dispatch(
-        &Kernel::new("pool", entry),
-        &p.map(|v| v as u32),
-        &[src.buffer(), out.buffer()],
-        grid_1d(n, 256),
-    )
+    launch_with(entry, p, [0; 3], &[src, out], n)
+}
+
+fn launch_with(
+    entry: &'static str,
+    p: [usize; 8],
+    pool: [usize; 3],
+    bufs: &[&Tensor],
+    n: usize,
+) -> Result<()> {
+    fits_u32(entry, n.max(bufs[0].numel()))?;
+    let mut words: Vec<u32> = p.iter().map(|&v| v as u32).collect();
+    words.extend(pool.iter().map(|&v| v as u32));
+    let b: Vec<_> = bufs.iter().map(|t| t.buffer()).collect();
+    bufs[0]
+        .gpu()
+        .dispatch(&Kernel::new("pool", entry), &words, &b, grid_1d(n, 256))
 }
 
 /// Mean over the spatial plane: [N,C,H,W] -> [N,C].
@@ -86,5 +96,89 @@ pub fn shortcut_a_backward(dy: &Tensor, cin: usize, hw: (usize, usize)) -> Resul
         &out,
         out.numel(),
     )?;
+    Ok(out)
+}
+
+/// Window side, stride and padding of a max pooling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolGeom {
+    /// Window side.
+    pub k: usize,
+    /// Step between windows.
+    pub stride: usize,
+    /// Padding on each border (padded cells never win).
+    pub pad: usize,
+}
+
+impl PoolGeom {
+    /// Output size along one dimension for input size `i`.
+    pub fn out_size(&self, i: usize) -> Option<usize> {
+        (i + 2 * self.pad)
+            .checked_sub(self.k)
+            .map(|v| v / self.stride + 1)
+    }
+}
+
+fn pool_dims(op: &'static str, s: &[usize], g: PoolGeom) -> Result<(usize, usize)> {
+    ensure(g.k >= 1 && g.stride >= 1 && g.pad < g.k, op, || {
+        format!("bad pooling {g:?}")
+    })?;
+    match (g.out_size(s[2]), g.out_size(s[3])) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => Err(crate::error::shape_err(
+            op,
+            format!("window {g:?} larger than input {s:?}"),
+        )),
+    }
+}
+
+/// Max pooling of x [N,C,H,W]; returns the output and the winners' plane indices (u32).
+pub fn max_pool(x: &Tensor, g: PoolGeom) -> Result<(Tensor, Tensor)> {
+    x.expect_dtype("max_pool", DType::F32)?;
+    let s = x.expect_rank("max_pool", 4)?.to_vec();
+    let (oh, ow) = pool_dims("max_pool", &s, g)?;
+    let out = Tensor::empty(x.gpu(), &[s[0], s[1], oh, ow], DType::F32);
+    let arg = Tensor::empty(x.gpu(), &[s[0], s[1], oh, ow], DType::U32);
+    let p = [s[0], s[1], s[2], s[3], 0, 0, oh, ow];
+    launch_with(
+        "maxpool_forward",
+        p,
+        [g.k, g.stride, g.pad],
+        &[x, &out, &arg],
+        out.numel(),
+    )?;
+    Ok((out, arg))
+}
+
+/// Gradient of [`max_pool`]: dy [N,C,OH,OW] routed to the winners of an (H, W) input.
+pub fn max_pool_backward(
+    dy: &Tensor,
+    arg: &Tensor,
+    hw: (usize, usize),
+    g: PoolGeom,
+) -> Result<Tensor> {
+    let s = dy.expect_rank("max_pool_backward", 4)?.to_vec();
+    ensure(arg.shape() == s.as_slice(), "max_pool_backward", || {
+        format!("indices {:?} vs gradient {s:?}", arg.shape())
+    })?;
+    let out = Tensor::empty(dy.gpu(), &[s[0], s[1], hw.0, hw.1], DType::F32);
+    let p = [s[0], s[1], hw.0, hw.1, 0, 0, s[2], s[3]];
+    launch_with(
+        "maxpool_backward",
+        p,
+        [g.k, g.stride, g.pad],
+        &[dy, &out, arg],
+        out.numel(),
+    )?;
+    Ok(out)
+}
+
+/// g [N,C,H,W] read at the winners: the adjoint of [`max_pool_backward`].
+pub fn max_pool_select(g: &Tensor, arg: &Tensor) -> Result<Tensor> {
+    let s = g.expect_rank("max_pool_select", 4)?.to_vec();
+    let a = arg.shape().to_vec();
+    let out = Tensor::empty(g.gpu(), &a, DType::F32);
+    let p = [s[0], s[1], s[2], s[3], 0, 0, a[2], a[3]];
+    launch_with("maxpool_select", p, [1, 1, 0], &[g, &out, arg], out.numel())?;
     Ok(out)
 }
