@@ -4,12 +4,14 @@
 
 pub mod init;
 pub mod resnet;
+pub mod zoo;
 
 use crate::autograd::{self as ag, Var};
 use crate::error::{Result, shape_err};
 use crate::gpu::Gpu;
 use crate::tensor::batchnorm::{BatchStats, bn_running_update};
 use crate::tensor::conv::ConvGeom;
+use crate::tensor::pool::PoolGeom;
 use crate::tensor::{DType, Tensor};
 
 /// How a parameter is initialised.
@@ -72,6 +74,19 @@ pub enum Layer {
     ShortcutA {
         /// Output channels.
         cout: usize,
+    },
+    /// Max pooling.
+    MaxPool {
+        /// Window, stride, padding.
+        geom: PoolGeom,
+    },
+    /// Pre-activation block: h = relu(bn1(x)); out = conv2(relu(bn2(conv1(h)))) + s, where
+    /// s = shortcut(h) when there is a shortcut conv, else x.
+    PreAct {
+        /// bn1 (with ReLU), conv1, bn2 (with ReLU), conv2.
+        body: Vec<Layer>,
+        /// Optional projection applied to relu(bn1(x)).
+        shortcut: Vec<Layer>,
     },
     /// Global average pooling to [N, C].
     GlobalAvgPool,
@@ -233,6 +248,17 @@ fn run(
                 ag::add_relu(&a, &b)?
             }
             Layer::ShortcutA { cout } => ag::shortcut_a(&h, *cout)?,
+            Layer::MaxPool { geom } => ag::max_pool(&h, *geom)?,
+            Layer::PreAct { body, shortcut } => {
+                let pre = run(&body[..1], p, &h, mode, running, stats)?;
+                let s = if shortcut.is_empty() {
+                    h.clone()
+                } else {
+                    run(shortcut, p, &pre, mode, running, stats)?
+                };
+                let y = run(&body[1..], p, &pre, mode, running, stats)?;
+                ag::add(&y, &s)?
+            }
             Layer::GlobalAvgPool => ag::global_avg_pool(&h)?,
             Layer::Linear { w, b } => ag::linear(&h, &p[*w], Some(&p[*b]))?,
         };
