@@ -126,7 +126,8 @@ pub fn run_kernels(gpu: &Gpu, cfg: &KernelBench) -> Result<Vec<BenchRow>> {
         let dy = random(gpu, &[cfg.batch, co, o, o], 5)?;
         let flops = 2.0 * (cfg.batch * o * o * co * ci * 9) as f64;
         let shape = format!("N{} {ci}->{co} {side}x{side} s{stride}", cfg.batch);
-        let dirs: [(&str, Box<dyn Fn() -> Result<()>>); 3] = [
+        type Run<'a> = Box<dyn Fn() -> Result<()> + 'a>;
+        let dirs: [(&str, Run); 3] = [
             ("conv forward", Box::new(|| conv2d(&x, &w, g).map(|_| ()))),
             (
                 "conv input-grad",
@@ -239,7 +240,7 @@ pub fn run_steps(gpu: &Gpu, cfg: &StepBench) -> Result<Vec<StepRow>> {
     use crate::autograd::{self as ag, Var};
     use crate::dynloss::meta_net::MetaNet;
     use crate::dynloss::meta_step::{
-        MetaBatch, MetaParts, VirtualSgd, classifier_loss, meta_gradient,
+        MetaBatch, MetaParts, Pseudo, VirtualSgd, classifier_loss, meta_gradient,
     };
     use crate::nn::{Mode, init::init_params, resnet::resnet_cifar, update_running_stats};
     use crate::optim::{Adam, Sgd};
@@ -296,19 +297,20 @@ pub fn run_steps(gpu: &Gpu, cfg: &StepBench) -> Result<Vec<StepRow>> {
         peak_bytes: p,
     });
 
-    let yhat = crate::tensor::softmax::softmax(&random(gpu, &[b, cfg.classes], 12)?)?;
     let batch = MetaBatch {
         x: &x,
         labels: &labels,
         bins: &bins,
-        yhat: &yhat,
         meta_x: &x,
         meta_labels: &labels,
     };
     let parts = MetaParts {
         corrector: true,
         generator: true,
+        fixed_margins: None,
+        margin_bound: None,
     };
+    let pseudo = Pseudo::HardGumbel(0);
     let all: Vec<usize> = (0..w.len()).collect();
     let (t, p) = median_with_peak(gpu, cfg.reps, || {
         let opt = VirtualSgd {
@@ -318,7 +320,7 @@ pub fn run_steps(gpu: &Gpu, cfg: &StepBench) -> Result<Vec<StepRow>> {
             buffers: Some(&sgd.buffers),
         };
         meta_gradient(
-            &model, &w, &running, &meta, &theta, &batch, &opt, &all, parts,
+            &model, &w, &running, &meta, &theta, &batch, pseudo, &opt, &all, parts,
         )
         .map(|_| ())
     })?;
@@ -335,12 +337,13 @@ pub fn run_steps(gpu: &Gpu, cfg: &StepBench) -> Result<Vec<StepRow>> {
             buffers: Some(&sgd.buffers),
         };
         let mg = meta_gradient(
-            &model, &w, &running, &meta, &theta, &batch, &opt, &all, parts,
+            &model, &w, &running, &meta, &theta, &batch, pseudo, &opt, &all, parts,
         )?;
         adam.update(&theta, &mg.grads)?;
+        let yhat = mg.yhat.clone();
         drop(mg);
         let tv: Vec<Var> = theta.iter().map(|t| Var::constant(t.clone())).collect();
-        let dl = |logits: &Var| classifier_loss(&meta, &tv, logits, &batch, parts);
+        let dl = |logits: &Var| classifier_loss(&meta, &tv, logits, &batch, &yhat, parts);
         let g = forward_backward(&w, &x, &dl)?;
         sgd.step(&w, &g, lr)
     })?;

@@ -5,12 +5,15 @@
 
 pub mod autograd;
 pub mod bench;
+pub mod data;
 pub mod dynloss;
 pub mod error;
 pub mod gpu;
 pub mod nn;
 pub mod optim;
+pub mod report;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::Gpu;

@@ -100,10 +100,10 @@ fn batchnorm_training_forward_backward_and_running_stats() {
         let m = (n * hw) as f64;
         let mut sdy = vec![0.0; c];
         let mut sdyx = vec![0.0; c];
-        for i in 0..x.len() {
+        for (i, &d) in dy.iter().enumerate() {
             let ch = (i / hw) % c;
-            sdy[ch] += dy[i] as f64;
-            sdyx[ch] += dy[i] as f64 * yhat(i);
+            sdy[ch] += d as f64;
+            sdyx[ch] += d as f64 * yhat(i);
         }
         let want_dx: Vec<f64> = (0..x.len())
             .map(|i| {

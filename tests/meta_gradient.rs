@@ -8,9 +8,8 @@ mod common;
 use common::{Rng, gpu};
 use dynloss_wgpu::Tensor;
 use dynloss_wgpu::dynloss::meta_net::MetaNet;
-use dynloss_wgpu::dynloss::meta_step::{MetaBatch, MetaParts, VirtualSgd, meta_gradient};
+use dynloss_wgpu::dynloss::meta_step::{MetaBatch, MetaParts, Pseudo, VirtualSgd, meta_gradient};
 use dynloss_wgpu::nn::{init::init_params, resnet::tiny_cnn};
-use dynloss_wgpu::tensor::softmax::softmax;
 
 #[test]
 fn meta_gradient_matches_finite_differences() {
@@ -37,8 +36,6 @@ fn check(skip_fc: bool) {
     let x = Tensor::from_f32(&g, &[b, 3, 6, 6], &rng.vec(b * 108)).unwrap();
     let labels = Tensor::from_u32(&g, &[b], &rng.labels(b, classes as u32)).unwrap();
     let rank_bins = Tensor::from_u32(&g, &[b], &rng.labels(b, bins as u32)).unwrap();
-    let yhat =
-        softmax(&Tensor::from_f32(&g, &[b, classes], &rng.vec(b * classes)).unwrap()).unwrap();
     let meta_x = Tensor::from_f32(&g, &[m, 3, 6, 6], &rng.vec(m * 108)).unwrap();
     let meta_labels = Tensor::from_u32(&g, &[m], &rng.labels(m, classes as u32)).unwrap();
     let buffers: Vec<Tensor> = w
@@ -59,7 +56,6 @@ fn check(skip_fc: bool) {
         x: &x,
         labels: &labels,
         bins: &rank_bins,
-        yhat: &yhat,
         meta_x: &meta_x,
         meta_labels: &meta_labels,
     };
@@ -75,6 +71,8 @@ fn check(skip_fc: bool) {
     let parts = MetaParts {
         corrector: true,
         generator: true,
+        fixed_margins: None,
+        margin_bound: None,
     };
     let run = |theta: &[Vec<f32>]| {
         let th: Vec<Tensor> = theta
@@ -82,7 +80,19 @@ fn check(skip_fc: bool) {
             .zip(&meta.params)
             .map(|(v, p)| Tensor::from_f32(&g, &p.shape, v).unwrap())
             .collect();
-        meta_gradient(&model, &w, &running, &meta, &th, &batch, &opt, &all, parts).unwrap()
+        meta_gradient(
+            &model,
+            &w,
+            &running,
+            &meta,
+            &th,
+            &batch,
+            Pseudo::Softmax,
+            &opt,
+            &all,
+            parts,
+        )
+        .unwrap()
     };
     let res = run(&theta0);
     let grads: Vec<Vec<f32>> = res

@@ -147,6 +147,35 @@ impl MetaNet {
     }
 }
 
+impl MetaNet {
+    /// The margins, softly bounded to (-B, B) by q -> B tanh(q / B) when `bound` is given.
+    pub fn bounded_margins(&self, p: &[Var], bound: Option<f32>) -> Result<Var> {
+        let q = self.margins(p)?;
+        match bound {
+            None => Ok(q),
+            // B tanh(q / B) = B (2 sigmoid(2 q / B) - 1).
+            Some(b) => ag::affine(&ag::sigmoid(&ag::scale(&q, 2.0 / b)?)?, 2.0 * b, -b),
+        }
+    }
+
+    /// The corrector's whole table g(r | y), [R, C] (row r: bin r, column y: given label).
+    pub fn label_weight_table(&self, p: &[Var]) -> Result<Tensor> {
+        let gpu = p[0].value().gpu();
+        let r = self.bins as u32;
+        let bins = Tensor::from_u32(gpu, &[self.bins], &(0..r).collect::<Vec<_>>())?;
+        let onehot = Var::constant(index::one_hot(&bins, self.bins)?);
+        if self.vector {
+            let v = ag::reshape(&p[0], &[self.bins, 1])?;
+            let col = ag::sigmoid(&ag::matmul(&onehot, &v, false, false)?)?;
+            let ones = Var::constant(Tensor::full(gpu, &[1, self.classes], 1.0));
+            return Ok(ag::matmul(&col, &ones, false, false)?.value().clone());
+        }
+        Ok(ag::sigmoid(&Self::mlp(&p[..self.split], &onehot)?)?
+            .value()
+            .clone())
+    }
+}
+
 /// y* = onehot(y) g + yhat (1 - g) = yhat + g (onehot(y) - yhat), rows of [B, C].
 pub fn corrected_labels(g: &Var, labels: &Tensor, yhat: &Tensor) -> Result<Var> {
     let classes = yhat.shape()[1];

@@ -57,8 +57,6 @@ pub struct MetaBatch<'a> {
     pub labels: &'a Tensor,
     /// Loss-rank bins u32 [B].
     pub bins: &'a Tensor,
-    /// Pseudo-label distribution yhat [B, classes] (from detached logits).
-    pub yhat: &'a Tensor,
     /// Meta images [M, C, H, W].
     pub meta_x: &'a Tensor,
     /// Meta labels u32 [M].
@@ -67,11 +65,15 @@ pub struct MetaBatch<'a> {
 
 /// Which parts of the meta net are active (the ablations of the paper's Table 4).
 #[derive(Debug, Clone, Copy)]
-pub struct MetaParts {
+pub struct MetaParts<'a> {
     /// Use the label corrector (else y* = onehot(y)).
     pub corrector: bool,
-    /// Use the margin generator (else no margins).
+    /// Use the margin generator (else no margins, or `fixed_margins`).
     pub generator: bool,
+    /// Margins used when the generator is off (Balanced Softmax's log counts).
+    pub fixed_margins: Option<&'a Tensor>,
+    /// Soft bound B on the generated margins: q -> B tanh(q / B).
+    pub margin_bound: Option<f32>,
 }
 
 /// The classifier's loss under the meta net `theta`: mean soft-label CE of `logits` against
@@ -81,21 +83,62 @@ pub fn classifier_loss(
     theta: &[Var],
     logits: &Var,
     batch: &MetaBatch,
+    yhat: &Tensor,
     parts: MetaParts,
 ) -> Result<Var> {
     let ystar = if parts.corrector {
         let g = meta.label_weights(theta, batch.bins, batch.labels)?;
-        corrected_labels(&g, batch.labels, batch.yhat)?
+        corrected_labels(&g, batch.labels, yhat)?
     } else {
-        let classes = batch.yhat.shape()[1];
-        Var::constant(crate::tensor::index::one_hot(batch.labels, classes)?)
+        Var::constant(crate::tensor::index::one_hot(
+            batch.labels,
+            yhat.shape()[1],
+        )?)
     };
-    let q = if parts.generator {
-        Some(meta.margins(theta)?)
-    } else {
-        None
+    let q = match (parts.generator, parts.fixed_margins) {
+        (true, _) => Some(meta.bounded_margins(theta, parts.margin_bound)?),
+        (false, Some(m)) => Some(Var::constant(m.clone())),
+        (false, None) => None,
     };
     dynamic_loss(logits, &ystar, q.as_ref())
+}
+
+/// How yhat, the model's own label guess, is made from detached logits.
+#[derive(Debug, Clone, Copy)]
+pub enum Pseudo {
+    /// softmax(logits) (during warm-up).
+    Softmax,
+    /// A hard Gumbel-softmax sample (tau 1): one-hot of argmax(logits + Gumbel noise), with
+    /// the noise drawn from this seed.
+    HardGumbel(u64),
+}
+
+/// yhat [B, C] from logits [B, C].
+pub fn pseudo_labels(logits: &Tensor, mode: Pseudo) -> Result<Tensor> {
+    match mode {
+        Pseudo::Softmax => crate::tensor::softmax::softmax(logits),
+        Pseudo::HardGumbel(seed) => {
+            use rand::{RngExt, SeedableRng};
+            let (b, c) = (logits.shape()[0], logits.shape()[1]);
+            let v = logits.to_f32_vec()?;
+            let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
+            let mut out = vec![0.0f32; b * c];
+            for r in 0..b {
+                let mut best = 0;
+                let mut best_v = f64::NEG_INFINITY;
+                for j in 0..c {
+                    let u: f64 = rng.random::<f64>().clamp(1e-12, 1.0 - 1e-12);
+                    let s = v[r * c + j] as f64 - (-u.ln()).ln();
+                    if s > best_v {
+                        best_v = s;
+                        best = j;
+                    }
+                }
+                out[r * c + best] = 1.0;
+            }
+            Tensor::from_f32(logits.gpu(), &[b, c], &out)
+        }
+    }
 }
 
 /// Result of [`meta_gradient`].
@@ -106,6 +149,10 @@ pub struct MetaGrad {
     pub grads: Vec<Option<Tensor>>,
     /// The classifier's dynamic loss on the training batch.
     pub train_loss: Var,
+    /// The training batch's logits (detached).
+    pub logits: Tensor,
+    /// The pseudo-labels yhat made from them.
+    pub yhat: Tensor,
 }
 
 /// The full second-order meta gradient: forward on the training batch, dynamic loss,
@@ -119,6 +166,7 @@ pub fn meta_gradient(
     meta: &MetaNet,
     theta: &[Tensor],
     batch: &MetaBatch,
+    pseudo: Pseudo,
     opt: &VirtualSgd,
     virtual_params: &[usize],
     parts: MetaParts,
@@ -130,7 +178,8 @@ pub fn meta_gradient(
         .collect();
     let tv: Vec<Var> = theta.iter().map(|t| Var::leaf(t.clone(), true)).collect();
     let (logits, _) = model.forward(&wv, &Var::constant(batch.x.clone()), Mode::Train, running)?;
-    let train_loss = classifier_loss(meta, &tv, &logits, batch, parts)?;
+    let yhat = pseudo_labels(logits.value(), pseudo)?;
+    let train_loss = classifier_loss(meta, &tv, &logits, batch, &yhat, parts)?;
     let sel: Vec<&Var> = virtual_params.iter().map(|&i| &wv[i]).collect();
     let grads: Vec<Var> = ag::grad(&[&train_loss], &sel, None, true)?
         .into_iter()
@@ -166,5 +215,7 @@ pub fn meta_gradient(
             .collect(),
         meta_loss,
         train_loss,
+        logits: logits.value().clone(),
+        yhat,
     })
 }

@@ -3,3 +3,5 @@
 
 pub mod meta_net;
 pub mod meta_step;
+pub mod ranking;
+pub mod trainer;

@@ -96,7 +96,7 @@ mod tests {
         ] {
             let c = size_class(bytes);
             assert!(c >= bytes, "{bytes} -> {c}");
-            assert!(c % 4 == 0);
+            assert!(c.is_multiple_of(4));
             if bytes > 256 {
                 assert!((c as f64) < bytes as f64 * 1.26, "{bytes} -> {c}");
             }

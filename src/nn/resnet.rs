@@ -37,7 +37,7 @@ fn empty(name: &str, input: [usize; 3], classes: usize) -> Model {
 /// blocks at 16/32/64 channels with strides 1/2/2 and option-A shortcuts; global average
 /// pool; Linear(64, classes) initialised N(0, 0.01). `depth` must be 6n+2.
 pub fn resnet_cifar(depth: usize, input: [usize; 3], classes: usize) -> Option<Model> {
-    if depth < 8 || (depth - 2) % 6 != 0 {
+    if depth < 8 || !(depth - 2).is_multiple_of(6) {
         return None;
     }
     let n = (depth - 2) / 6;

@@ -51,10 +51,7 @@ pub struct ModelSpec {
 
 /// Finds a model by built-in name or TOML path; returns its name and spec.
 pub fn resolve(name_or_path: &str) -> Result<(String, ModelSpec)> {
-    let key = name_or_path
-        .to_lowercase()
-        .replace('-', "")
-        .replace('_', "");
+    let key = name_or_path.to_lowercase().replace(['-', '_'], "");
     if let Some((name, text)) = BUILTIN.iter().find(|(n, _)| n.replace('_', "") == key) {
         let spec =
             toml::from_str(text).map_err(|e| Error::Config(format!("built-in {name}: {e}")))?;

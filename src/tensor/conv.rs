@@ -213,7 +213,11 @@ pub fn conv2d_weight_grad(
     // Split the long pixel reduction so that ~64 workgroups exist, each doing >= 256 pixels.
     let splits = (64 / tiles).clamp(1, pixels.div_ceil(256).max(1)).min(512);
     let chunk = pixels.div_ceil(splits);
-    let consts = [("WGX", wx as f64), ("WGY", wy as f64), ("STRIDE", g.stride as f64)];
+    let consts = [
+        ("WGX", wx as f64),
+        ("WGY", wy as f64),
+        ("STRIDE", g.stride as f64),
+    ];
     let partial = Tensor::empty(x.gpu(), &[splits, d.co, d.ci, kh, kw], DType::F32);
     let groups = [
         blocks.div_ceil(wx as usize) as u32,

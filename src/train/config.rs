@@ -1,0 +1,258 @@
+//! Training settings: defaults, a TOML file (`--config`), then flags, each overriding the
+//! one before. The resolved config is written into `summary.json` and every checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::noise::NoiseType;
+use crate::data::{DataConfig, DatasetKind};
+use crate::error::{Error, Result};
+
+/// The training method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Cross-entropy on the given labels.
+    Ce,
+    /// Balanced Softmax: log class counts added to the logits in training.
+    Bs,
+    /// The Dynamic Loss (label corrector + margin generator, meta-learned).
+    Dl,
+}
+
+/// Every setting of a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// ce, bs or dl.
+    pub method: Method,
+    /// builtin, cifar10, cifar100, mnist, fashion-mnist, folder, list.
+    pub dataset: String,
+    /// Where the data set's files are.
+    pub data_dir: Option<PathBuf>,
+    /// Long-tail imbalance ratio rho (1 = balanced).
+    pub imbalance: f64,
+    /// Label-noise rate lambda.
+    pub noise: f64,
+    /// lt, sym or asym.
+    pub noise_type: String,
+    /// Resize images to this side (folders and lists; default native).
+    pub image_size: Option<usize>,
+    /// Model name (models/*.toml) or path to a TOML description.
+    pub model: String,
+    /// Epochs.
+    pub epochs: usize,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f32,
+    /// SGD momentum.
+    pub momentum: f32,
+    /// Weight decay.
+    pub weight_decay: f32,
+    /// Linear warm-up epochs of the cosine schedule (from 0.1 x lr).
+    pub lr_warmup_epochs: usize,
+    /// "strong" (crop, flip, AutoAugment, Cutout) or "weak" (normalise only) training view.
+    pub augment: String,
+    /// Seed of everything random.
+    pub seed: u64,
+    /// Use a seeded random subset of N training samples (after long-tailing), for quick runs.
+    pub train_limit: Option<usize>,
+    /// Evaluate on a seeded random subset of this many test samples (quick runs).
+    pub test_limit: Option<usize>,
+    /// Data-preparation worker threads.
+    pub workers: usize,
+    /// Dynamic Loss settings (used by `--method dl`).
+    pub dl: DlConfig,
+}
+
+/// Settings of the Dynamic Loss (../shared/spec/dynamic-loss.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DlConfig {
+    /// Warm-up epochs: plain cross-entropy while the label corrector is fitted.
+    pub warmup_epochs: usize,
+    /// Rank bins R (100 for 10 classes, 50 for 100 in the paper).
+    pub bins: Option<usize>,
+    /// Meta-net Adam learning rate.
+    pub meta_lr: f32,
+    /// Turn off the label corrector (y* = given label).
+    pub no_label_corrector: bool,
+    /// Turn off the margin generator.
+    pub no_margin_generator: bool,
+    /// Add log class counts to the logits (with the corrector only).
+    pub balanced_softmax: bool,
+    /// Plain learnable vectors instead of MLPs.
+    pub vector_meta: bool,
+    /// Lowest-loss samples of each whole class as the meta set (no random primary set).
+    pub naive_sampling: bool,
+    /// Limit the virtual step to the last K parameterised layers (default all).
+    pub meta_layers: Option<usize>,
+    /// Stabiliser: scale the meta net's Adam step by lr_t / lr_max of the classifier.
+    pub meta_lr_follows_classifier: bool,
+    /// Stabiliser: clamp margins to [-B, B].
+    pub margin_bound: Option<f32>,
+    /// Stabiliser: stop meta updates after this fraction of the epochs.
+    pub meta_stop: Option<f64>,
+}
+
+impl Default for DlConfig {
+    fn default() -> Self {
+        DlConfig {
+            warmup_epochs: 5,
+            bins: None,
+            meta_lr: 3e-3,
+            no_label_corrector: false,
+            no_margin_generator: false,
+            balanced_softmax: false,
+            vector_meta: false,
+            naive_sampling: false,
+            meta_layers: None,
+            meta_lr_follows_classifier: false,
+            margin_bound: None,
+            meta_stop: None,
+        }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        // A few minutes on a 2-core CPU driver: a small ResNet on part of the built-in set.
+        TrainConfig {
+            method: Method::Ce,
+            dataset: "builtin".into(),
+            data_dir: None,
+            imbalance: 1.0,
+            noise: 0.0,
+            noise_type: "lt".into(),
+            image_size: None,
+            model: "resnet8".into(),
+            epochs: 4,
+            batch_size: 128,
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            lr_warmup_epochs: 1,
+            augment: "strong".into(),
+            seed: 0,
+            train_limit: Some(6000),
+            test_limit: None,
+            workers: 1,
+            dl: DlConfig::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a TOML config file (keys as in this struct; `[dl]` table for the Dynamic Loss).
+    pub fn from_file(path: &Path) -> Result<TrainConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.into(),
+            source: e,
+        })?;
+        toml::from_str(&text).map_err(|e| Error::Format {
+            path: path.into(),
+            msg: format!("bad config: {}", e.message()),
+        })
+    }
+
+    /// The data-loading part.
+    pub fn data_config(&self) -> Result<DataConfig> {
+        use clap::ValueEnum;
+        let dataset = DatasetKind::from_str(&self.dataset, true).map_err(|_| {
+            Error::Config(format!(
+                "unknown dataset '{}' (builtin, cifar10, cifar100, mnist, fashion-mnist, folder, list)",
+                self.dataset
+            ))
+        })?;
+        let noise_type = NoiseType::from_str(&self.noise_type, true).map_err(|_| {
+            Error::Config(format!(
+                "unknown noise type '{}' (lt, sym, asym)",
+                self.noise_type
+            ))
+        })?;
+        Ok(DataConfig {
+            dataset,
+            data_dir: self.data_dir.clone(),
+            imbalance: self.imbalance,
+            noise: self.noise,
+            noise_type,
+            seed: self.seed,
+            image_size: self.image_size,
+        })
+    }
+
+    /// Rejects impossible combinations with one clear message.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if self.batch_size < 2 {
+            return bad("--batch-size must be at least 2 (batch norm needs two samples)".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("--lr must be positive, got {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(format!(
+                "--momentum must be in [0, 1), got {}",
+                self.momentum
+            ));
+        }
+        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
+            return bad(format!(
+                "--weight-decay must be >= 0, got {}",
+                self.weight_decay
+            ));
+        }
+        if self.imbalance.is_nan() || self.imbalance < 1.0 {
+            return bad(format!("--imbalance must be >= 1, got {}", self.imbalance));
+        }
+        if !(0.0..=1.0).contains(&self.noise) {
+            return bad(format!("--noise must be in [0, 1], got {}", self.noise));
+        }
+        if self.augment != "strong" && self.augment != "weak" {
+            return bad(format!(
+                "--augment must be strong or weak, got '{}'",
+                self.augment
+            ));
+        }
+        if self.train_limit == Some(0) || self.test_limit == Some(0) {
+            return bad("--train-limit and --test-limit must be at least 1".into());
+        }
+        if self.method != Method::Dl && self.dl != DlConfig::default() {
+            return bad(
+                "Dynamic Loss flags (--warmup-epochs, --no-label-corrector, ...) need --method dl"
+                    .into(),
+            );
+        }
+        if self.method == Method::Dl {
+            let d = &self.dl;
+            if d.no_label_corrector && d.no_margin_generator {
+                return bad("--no-label-corrector with --no-margin-generator leaves no meta net: use --method ce".into());
+            }
+            if d.balanced_softmax && !d.no_margin_generator {
+                return bad(
+                    "--balanced-softmax replaces the margin generator: add --no-margin-generator"
+                        .into(),
+                );
+            }
+            if d.warmup_epochs >= self.epochs {
+                return bad(format!(
+                    "--warmup-epochs ({}) must be smaller than --epochs ({})",
+                    d.warmup_epochs, self.epochs
+                ));
+            }
+            if d.meta_layers == Some(0) {
+                return bad("--meta-layers must be at least 1".into());
+            }
+            if d.bins == Some(0) {
+                return bad("--bins must be at least 1".into());
+            }
+        }
+        self.data_config()?;
+        Ok(())
+    }
+}

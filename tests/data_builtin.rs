@@ -1,0 +1,145 @@
+//! The built-in generated data set: deterministic, balanced, fast, and not separable by
+//! colour.
+
+use std::time::Instant;
+
+use dynloss_wgpu::data::{self, DataConfig, Dataset, DatasetKind, builtin};
+
+/// Nearest-class-mean accuracy on `test` using features `f` of each image.
+fn nearest_mean_accuracy(train: &Dataset, test: &Dataset, f: impl Fn(&[u8]) -> Vec<f64>) -> f64 {
+    let dim = f(train.image(0)).len();
+    let mut means = vec![vec![0.0; dim]; train.classes];
+    let counts = train.class_counts();
+    for i in 0..train.len() {
+        for (m, v) in means[train.labels[i] as usize]
+            .iter_mut()
+            .zip(f(train.image(i)))
+        {
+            *m += v;
+        }
+    }
+    for (m, &n) in means.iter_mut().zip(&counts) {
+        m.iter_mut().for_each(|v| *v /= n as f64);
+    }
+    let mut right = 0;
+    for i in 0..test.len() {
+        let x = f(test.image(i));
+        let best = (0..train.classes)
+            .min_by(|&a, &b| {
+                let da: f64 = means[a].iter().zip(&x).map(|(m, v)| (m - v).powi(2)).sum();
+                let db: f64 = means[b].iter().zip(&x).map(|(m, v)| (m - v).powi(2)).sum();
+                da.total_cmp(&db)
+            })
+            .unwrap();
+        right += (best as u32 == test.labels[i]) as usize;
+    }
+    right as f64 / test.len() as f64
+}
+
+fn mean_colour(img: &[u8]) -> Vec<f64> {
+    let plane = img.len() / 3;
+    (0..3)
+        .map(|c| {
+            img[c * plane..(c + 1) * plane]
+                .iter()
+                .map(|&v| v as f64)
+                .sum::<f64>()
+                / plane as f64
+        })
+        .collect()
+}
+
+#[test]
+fn full_set_is_balanced_fast_and_deterministic() {
+    let t = Instant::now();
+    let (train, test) = builtin::generate(7, 32, builtin::TRAIN_PER_CLASS, builtin::TEST_PER_CLASS);
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "built-in set: {} train + {} test images of 3x32x32 in {secs:.2} s",
+        train.len(),
+        test.len()
+    );
+    assert_eq!(train.len(), 20_000);
+    assert_eq!(test.len(), 5_000);
+    assert_eq!(train.shape, [3, 32, 32]);
+    assert_eq!(train.class_counts(), vec![2000; 10]);
+    assert_eq!(test.class_counts(), vec![500; 10]);
+    assert_eq!(train.class_names[0], "disk");
+    train.validate("builtin".as_ref()).unwrap();
+    // Debug builds are slower than release; the bound only catches pathologies.
+    assert!(secs < 30.0, "generation took {secs} s");
+
+    // Same seed, same bytes (spot-check a prefix by regenerating a smaller split).
+    let again = builtin::generate_split(7, 32, 200, 0);
+    assert_eq!(&again.images[..], &train.images[..again.images.len()]);
+    let other = builtin::generate_split(8, 32, 200, 0);
+    assert_ne!(other.images, again.images);
+    // Train and test splits are different images.
+    assert_ne!(&train.images[..3072], &test.images[..3072]);
+}
+
+#[test]
+fn colour_does_not_give_the_class() {
+    let (train, test) = builtin::generate(1, 32, 300, 100);
+    let by_colour = nearest_mean_accuracy(&train, &test, mean_colour);
+    let by_pixels =
+        nearest_mean_accuracy(&train, &test, |img| img.iter().map(|&v| v as f64).collect());
+    println!("nearest class mean: colour {by_colour:.3}, raw pixels {by_pixels:.3} (chance 0.1)");
+    assert!(
+        by_colour < 0.2,
+        "mean colour predicts the class: {by_colour}"
+    );
+    assert!(
+        by_pixels < 0.5,
+        "a pixel template predicts the class: {by_pixels}"
+    );
+}
+
+#[test]
+fn renders_at_other_sizes_and_through_load() {
+    let cfg = DataConfig {
+        dataset: DatasetKind::Builtin,
+        image_size: Some(48),
+        imbalance: 10.0,
+        noise: 0.3,
+        seed: 3,
+        ..DataConfig::default()
+    };
+    let (train, test) = data::load(&cfg).unwrap();
+    assert_eq!(train.data.shape, [3, 48, 48]);
+    assert_eq!(test.shape, [3, 48, 48]);
+    // 2000 * 10^(-c/9) per class.
+    let expected: usize = data::longtail::long_tail_counts(2000, 10, 10.0)
+        .iter()
+        .sum();
+    assert_eq!(train.data.len(), expected);
+    assert_eq!(test.class_counts(), vec![500; 10]);
+    assert!(train.noise_rate() > 0.1 && train.noise_rate() < 0.3);
+}
+
+/// Writes a grid of samples (8 per class, 4x upscaled) for eyeballing when
+/// DYNLOSS_PREVIEW names an output file.
+#[test]
+fn preview_grid() {
+    let Ok(out) = std::env::var("DYNLOSS_PREVIEW") else {
+        return;
+    };
+    let ds = builtin::generate_split(5, 32, 80, 0);
+    let (per, z) = (8u32, 4u32);
+    let mut img = image::RgbImage::new(per * 32 * z + per * 2, 10 * 32 * z + 20);
+    for class in 0..10u32 {
+        for k in 0..per {
+            let i = (k * 10 + class) as usize;
+            let src = ds.image(i);
+            for y in 0..32 * z {
+                for x in 0..32 * z {
+                    let p = ((y / z) * 32 + x / z) as usize;
+                    let px = image::Rgb([src[p], src[1024 + p], src[2048 + p]]);
+                    img.put_pixel(k * (32 * z + 2) + x, class * (32 * z + 2) + y, px);
+                }
+            }
+        }
+    }
+    img.save(&out).unwrap();
+    println!("preview written to {out}");
+}
