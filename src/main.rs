@@ -459,3 +459,15 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        // Catches clashing flag names (e.g. two --seed) that clap only reports at run time.
+        Cli::command().debug_assert();
+    }
+}
