@@ -1,36 +1,16 @@
 //! CIFAR readers on generated files in the official binary layout (full size), the spec's
 //! long-tail totals through `data::load`, and clear errors on bad files.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+
+use common::TempDir;
+use std::path::Path;
 
 use dynloss_wgpu::Error;
 use dynloss_wgpu::data::cifar::{PIXELS, parse_records, read_cifar10};
 use dynloss_wgpu::data::longtail::long_tail_counts;
 use dynloss_wgpu::data::{self, DataConfig, DatasetKind, NoiseType};
 use rand::{RngExt, SeedableRng};
-
-/// A temporary folder removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "dynloss-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Fake pixels that identify the record: byte j of record `id` is (id * 31 + j) mod 256.
 fn pixels(id: usize) -> impl Iterator<Item = u8> {

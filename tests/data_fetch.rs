@@ -1,11 +1,14 @@
 //! `data fetch` offline: a small HTTP server on 127.0.0.1 started by the test serves generated
 //! archives in the official formats; checksums, atomic writes and unpacking are checked.
 
+mod common;
+
+use common::TempDir;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,27 +17,6 @@ use dynloss_wgpu::data::cifar::read_cifar10;
 use dynloss_wgpu::data::fetch::{FetchName, RemoteFile, fetch, fetch_files, hex, md5_file};
 use dynloss_wgpu::data::{self, DataConfig, DatasetKind};
 use md5::{Digest, Md5};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "dynloss-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A tiny HTTP/1.1 file server on 127.0.0.1 for one test: serves `files` by name, 404s the
 /// rest, counts requests, and stops when dropped (or after 60 s at the latest).

@@ -1,33 +1,14 @@
 //! Image-folder, Animal-10N and list-file readers on generated PNG/JPEG files.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+
+use common::TempDir;
+use std::path::Path;
 
 use dynloss_wgpu::Error;
 use dynloss_wgpu::data::folder::{decode_image, parse_list, read_folder_root, read_list_root};
 use dynloss_wgpu::data::{self, DataConfig, DatasetKind};
 use rand::{RngExt, SeedableRng};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "dynloss-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Saves a `w` x `h` image filled with `rgb` (format from the extension).
 fn save(path: &Path, w: u32, h: u32, rgb: [u8; 3]) {

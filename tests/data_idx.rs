@@ -1,35 +1,16 @@
 //! MNIST / Fashion-MNIST idx readers: the real Fashion-MNIST files from Debian's package,
 //! generated plain and gzipped files, clear errors, and random bytes.
 
+mod common;
+
+use common::TempDir;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dynloss_wgpu::Error;
 use dynloss_wgpu::data::idx::{DEBIAN_FASHION_MNIST, maybe_gunzip, parse_idx, read_mnist};
 use dynloss_wgpu::data::{self, DataConfig, DatasetKind};
 use rand::{RngExt, SeedableRng};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "dynloss-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// An idx file of unsigned bytes with the given sizes.
 fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {

@@ -1,33 +1,14 @@
 //! The data flags and `data stats`: parsing, validation, the printed table and the chart.
 
+mod common;
+
+use common::TempDir;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::Parser;
 use dynloss_wgpu::data::cli::{DataCommand, DataFlags, run, stats_chart, stats_text};
 use dynloss_wgpu::data::fetch::FetchName;
 use dynloss_wgpu::data::{self, DatasetKind, NoiseType};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "dynloss-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A stand-in for the binary's `data` command.
 #[derive(Parser)]

@@ -1,32 +1,13 @@
 //! PNG charts: they decode, have ink where expected, are written atomically, and reject
 //! inconsistent input with an error instead of a panic.
 
+mod common;
+
+use common::TempDir;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dynloss_wgpu::report::plot::{PALETTE, bar_chart, format_tick, line_chart, nice_ticks};
 use dynloss_wgpu::report::{font, write_atomic};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "dynloss-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Where preview charts go: DYNLOSS_PREVIEW_DIR if set (to look at them), else the temp dir.
 fn out_dir(tmp: &TempDir) -> PathBuf {
