@@ -44,6 +44,23 @@ override WGX: u32 = 16u;
 override WGY: u32 = 16u;
 // The convolution stride, as a constant so index arithmetic compiles to shifts and adds.
 override STRIDE: u32 = 1u;
+// Square kernel side and (small) input channel count as constants when the host sets them
+// (0 = read the parameters): constant trip counts let the driver unroll the tap loops and
+// the 1- or 3-channel stem's channel loop.
+override KSIZE: u32 = 0u;
+override CIN: u32 = 0u;
+
+fn kh_n() -> u32 {
+    return select(p.kh, KSIZE, KSIZE != 0u);
+}
+
+fn kw_n() -> u32 {
+    return select(p.kw, KSIZE, KSIZE != 0u);
+}
+
+fn ci_n() -> u32 {
+    return select(p.ci, CIN, CIN != 0u);
+}
 
 @compute @workgroup_size(WGX, WGY)
 fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -54,7 +71,7 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
         return;
     }
     let hw = p.h * p.w;
-    let khw = p.kh * p.kw;
+    let khw = kh_n() * kw_n();
     // Per output pixel: where its image starts and the top-left input coordinate it reads.
     var img: array<u32, 4>;
     var ih0: array<i32, 4>;
@@ -77,8 +94,8 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
     var acc3 = vec4<f32>(0.0);
     // Taps outside, channels inside: each pixel's input offset and padding mask are worked
     // out once per tap, so the channel loop is pure loads and FMAs.
-    for (var kh = 0u; kh < p.kh; kh++) {
-        for (var kw = 0u; kw < p.kw; kw++) {
+    for (var kh = 0u; kh < kh_n(); kh++) {
+        for (var kw = 0u; kw < kw_n(); kw++) {
             var off: array<u32, 4>;
             var mask: vec4<f32>;
             for (var j = 0u; j < 4u; j++) {
@@ -88,8 +105,8 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
                 off[j] = select(0u, img[j] + u32(ih) * p.w + u32(iw), inside);
                 mask[j] = select(0.0, 1.0, inside);
             }
-            var wk = kh * p.kw + kw;
-            for (var ci = 0u; ci < p.ci; ci++) {
+            var wk = kh * kw_n() + kw;
+            for (var ci = 0u; ci < ci_n(); ci++) {
                 let wv = vec4<f32>(other[wrow.x + wk], other[wrow.y + wk], other[wrow.z + wk], other[wrow.w + wk]);
                 let plane = ci * hw;
                 acc0 += (src[off[0] + plane] * mask.x) * wv;
@@ -149,7 +166,7 @@ fn input_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
         return;
     }
     let ohw = p.oh * p.ow;
-    let khw = p.kh * p.kw;
+    let khw = kh_n() * kw_n();
     let kh0 = (ph + p.pad) % STRIDE;
     let kw0 = (pw + p.pad) % STRIDE;
     var img: array<u32, 4>;
@@ -173,9 +190,9 @@ fn input_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
     var dh = 0;
-    for (var kh = kh0; kh < p.kh; kh += STRIDE) {
+    for (var kh = kh0; kh < kh_n(); kh += STRIDE) {
         var dw = 0;
-        for (var kw = kw0; kw < p.kw; kw += STRIDE) {
+        for (var kw = kw0; kw < kw_n(); kw += STRIDE) {
             var off: array<u32, 4>;
             var mask: vec4<f32>;
             for (var j = 0u; j < 4u; j++) {
@@ -185,7 +202,7 @@ fn input_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
                 off[j] = select(0u, img[j] + u32(oh) * p.ow + u32(ow), inside);
                 mask[j] = select(0.0, 1.0, inside);
             }
-            var wk = kh * p.kw + kw;
+            var wk = kh * kw_n() + kw;
             for (var co = 0u; co < p.co; co++) {
                 let wv = vec4<f32>(other[wk + wcol.x], other[wk + wcol.y], other[wk + wcol.z], other[wk + wcol.w]);
                 let plane = co * ohw;

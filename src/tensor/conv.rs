@@ -38,6 +38,11 @@ struct Dims {
 }
 
 impl Dims {
+    /// The kernel side if the kernel is square (a constant the shader can unroll), else 0.
+    fn square_kernel(&self) -> usize {
+        if self.kh == self.kw { self.kh } else { 0 }
+    }
+
     fn params(&self, g: ConvGeom, chunk: usize) -> [u32; 12] {
         [
             self.n, self.ci, self.h, self.w, self.co, self.oh, self.ow, self.kh, self.kw, g.stride,
@@ -53,7 +58,7 @@ fn workgroup(cols: usize) -> (u32, u32) {
     (need, 256 / need)
 }
 
-fn kernel<'a>(entry: &'static str, consts: &'a [(&'static str, f64); 3]) -> Kernel<'a> {
+fn kernel<'a>(entry: &'static str, consts: &'a [(&'static str, f64)]) -> Kernel<'a> {
     Kernel {
         shader: "conv2d",
         entry,
@@ -104,6 +109,8 @@ pub fn conv2d(x: &Tensor, w: &Tensor, g: ConvGeom) -> Result<Tensor> {
         ("WGX", wx as f64),
         ("WGY", wy as f64),
         ("STRIDE", g.stride as f64),
+        ("KSIZE", d.square_kernel() as f64),
+        ("CIN", if d.ci <= 4 { d.ci as f64 } else { 0.0 }),
     ];
     let rows = d.n * oh * ow;
     let groups = [
@@ -157,6 +164,7 @@ pub fn conv2d_input_grad(
         ("WGX", wx as f64),
         ("WGY", wy as f64),
         ("STRIDE", g.stride as f64),
+        ("KSIZE", d.square_kernel() as f64),
     ];
     // One z slice per stride phase; phase (0, 0) has the most pixels.
     let rows = d.n * h.div_ceil(g.stride) * wd.div_ceil(g.stride);
