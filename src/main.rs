@@ -310,14 +310,10 @@ fn default_out(c: &TrainConfig) -> PathBuf {
 }
 
 fn run_train(gpu_flags: &GpuFlags, a: &TrainArgs) -> Result<()> {
-    let mut base = match &a.config {
+    let base = match &a.config {
         Some(path) => TrainConfig::from_file(path)?,
         None => TrainConfig::default(),
     };
-    if a.config.is_none() && a.dataset.as_deref().is_some_and(|d| d != "builtin") {
-        // The 6000-sample limit is the quick default of the built-in set only.
-        base.train_limit = None;
-    }
     let (cfg, out, resume) = match &a.resume {
         Some(dir) => {
             let ck = dir.join("checkpoint.safetensors");
@@ -330,7 +326,10 @@ fn run_train(gpu_flags: &GpuFlags, a: &TrainArgs) -> Result<()> {
             (train_config(a, saved), dir.clone(), true)
         }
         None => {
-            let cfg = train_config(a, base);
+            let mut cfg = train_config(a, base);
+            if cfg.dataset == "builtin" && cfg.train_limit.is_none() && !a.full {
+                cfg.train_limit = Some(train::config::BUILTIN_QUICK_LIMIT);
+            }
             let out = a.out.clone().unwrap_or_else(|| default_out(&cfg));
             (cfg, out, false)
         }

@@ -21,6 +21,9 @@ pub enum Method {
     Dl,
 }
 
+/// Training samples the CLI uses from the built-in set unless `--train-limit` or `--full`.
+pub const BUILTIN_QUICK_LIMIT: usize = 6000;
+
 /// Every setting of a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -118,7 +121,8 @@ impl Default for DlConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        // A few minutes on a 2-core CPU driver: a small ResNet on part of the built-in set.
+        // A few minutes on a 2-core CPU driver: a small ResNet, few epochs (the CLI also
+        // limits the built-in set to BUILTIN_QUICK_LIMIT samples unless told otherwise).
         TrainConfig {
             method: Method::Ce,
             dataset: "builtin".into(),
@@ -136,7 +140,7 @@ impl Default for TrainConfig {
             lr_warmup_epochs: 1,
             augment: "strong".into(),
             seed: 0,
-            train_limit: Some(6000),
+            train_limit: None,
             test_limit: None,
             workers: 1,
             dl: DlConfig::default(),
