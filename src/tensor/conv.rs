@@ -110,7 +110,6 @@ pub fn conv2d(x: &Tensor, w: &Tensor, g: ConvGeom) -> Result<Tensor> {
         ("WGY", wy as f64),
         ("STRIDE", g.stride as f64),
         ("KSIZE", d.square_kernel() as f64),
-        ("CIN", if d.ci <= 4 { d.ci as f64 } else { 0.0 }),
     ];
     let rows = d.n * oh * ow;
     let groups = [
