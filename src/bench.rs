@@ -200,6 +200,8 @@ pub struct StepBench {
     pub batch: usize,
     /// Timed repetitions (median reported) after one warm-up.
     pub reps: usize,
+    /// Also time the meta gradient and the whole Dynamic Loss iteration.
+    pub dynamic_loss: bool,
 }
 
 /// One line of the step table: median time and peak pool memory.
@@ -296,6 +298,9 @@ pub fn run_steps(gpu: &Gpu, cfg: &StepBench) -> Result<Vec<StepRow>> {
         median_ms: t,
         peak_bytes: p,
     });
+    if !cfg.dynamic_loss {
+        return Ok(rows);
+    }
 
     let batch = MetaBatch {
         x: &x,

@@ -196,18 +196,23 @@ enum BenchWhat {
         #[arg(long)]
         reps: Option<usize>,
     },
-    /// Training-step times: plain step, forward+backward, the second-order meta gradient and
-    /// a whole Dynamic Loss iteration, with peak GPU memory.
+    /// Training-step times (images/s, peak GPU memory): ResNet-32 on 3x32x32 and ResNet-8 on
+    /// 1x28x28 at batch 128 unless --depth/--input say otherwise; with --method dl also the
+    /// second-order meta gradient and a whole Dynamic Loss iteration, with their ratio to a
+    /// plain cross-entropy step.
     Step {
-        /// CIFAR ResNet depth (6n+2).
-        #[arg(long, default_value_t = 32)]
-        depth: usize,
+        /// ce: the plain step only; dl: also the meta gradient and the DL iteration.
+        #[arg(long, value_enum, default_value_t = Method::Ce)]
+        method: Method,
+        /// CIFAR ResNet depth (6n+2) of a single configuration.
+        #[arg(long)]
+        depth: Option<usize>,
+        /// Input channels, height and width of a single configuration, e.g. 3x32x32.
+        #[arg(long)]
+        input: Option<String>,
         /// Batch size.
         #[arg(long, default_value_t = 128)]
         batch: usize,
-        /// Input channels, height and width, e.g. 3x32x32 or 1x28x28.
-        #[arg(long, default_value = "3x32x32")]
-        input: String,
         /// Timed repetitions per line (median reported).
         #[arg(long, default_value_t = 3)]
         reps: usize,
@@ -415,31 +420,45 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             what:
                 BenchWhat::Step {
+                    method,
                     depth,
-                    batch,
                     input,
+                    batch,
                     reps,
                 },
         } => {
-            let dims: Vec<usize> = input.split('x').filter_map(|v| v.parse().ok()).collect();
-            let [c, h, w] = dims[..] else {
-                return Err(Error::Config(format!("--input '{input}' is not CxHxW")));
-            };
             if *batch < 2 || *reps == 0 {
                 return Err(Error::Config(
                     "--batch must be at least 2 and --reps at least 1".into(),
                 ));
             }
-            let gpu = Gpu::new(&request(&cli.gpu))?;
-            let cfg = StepBench {
-                depth: *depth,
-                input: [c, h, w],
-                classes: 10,
-                batch: *batch,
-                reps: *reps,
+            let parse = |s: &str| -> Result<[usize; 3]> {
+                let d: Vec<usize> = s.split('x').filter_map(|v| v.parse().ok()).collect();
+                match d[..] {
+                    [c, h, w] if c * h * w > 0 => Ok([c, h, w]),
+                    _ => Err(Error::Config(format!("--input '{s}' is not CxHxW"))),
+                }
             };
-            let rows = run_steps(&gpu, &cfg)?;
-            print!("{}", format_steps(&gpu, &cfg, &rows));
+            let configs: Vec<(usize, [usize; 3])> = match (depth, input) {
+                (None, None) => vec![(32, [3, 32, 32]), (8, [1, 28, 28])],
+                (d, i) => vec![(
+                    d.unwrap_or(32),
+                    i.as_deref().map(parse).transpose()?.unwrap_or([3, 32, 32]),
+                )],
+            };
+            let gpu = Gpu::new(&request(&cli.gpu))?;
+            for (depth, input) in configs {
+                let cfg = StepBench {
+                    depth,
+                    input,
+                    classes: 10,
+                    batch: *batch,
+                    reps: *reps,
+                    dynamic_loss: *method == Method::Dl,
+                };
+                let rows = run_steps(&gpu, &cfg)?;
+                println!("{}", format_steps(&gpu, &cfg, &rows));
+            }
             Ok(())
         }
     }
