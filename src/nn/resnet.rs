@@ -4,7 +4,15 @@
 use super::{Init, Layer, Model};
 use crate::tensor::conv::ConvGeom;
 
-fn conv(m: &mut Model, name: &str, cin: usize, cout: usize, k: usize, stride: usize) -> Layer {
+/// A Kaiming-initialised k x k convolution with "same" padding, added to `m`.
+pub(super) fn conv(
+    m: &mut Model,
+    name: &str,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+) -> Layer {
     let w = m.add_param(
         format!("{name}.weight"),
         vec![cout, cin, k, k],

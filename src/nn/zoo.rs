@@ -3,10 +3,9 @@
 
 use serde::Deserialize;
 
-use super::resnet::resnet_cifar;
+use super::resnet::{conv, resnet_cifar};
 use super::{Init, Layer, Model};
 use crate::error::{Error, Result};
-use crate::tensor::conv::ConvGeom;
 use crate::tensor::pool::PoolGeom;
 
 /// The built-in architecture files: (name, TOML text).
@@ -86,18 +85,6 @@ pub fn build_named(name_or_path: &str, input: [usize; 3], classes: usize) -> Res
     let mut m = build(&spec, input, classes)?;
     m.name = name;
     Ok(m)
-}
-
-fn conv(m: &mut Model, name: &str, cin: usize, cout: usize, k: usize, stride: usize) -> Layer {
-    let w = m.add_param(
-        format!("{name}.weight"),
-        vec![cout, cin, k, k],
-        Init::KaimingNormal,
-    );
-    Layer::Conv {
-        w,
-        geom: ConvGeom { stride, pad: k / 2 },
-    }
 }
 
 fn head(m: &mut Model, cin: usize) {
