@@ -200,10 +200,8 @@ impl DynamicLoss {
                 let grads = ag::backward(&fit_loss, &refs)?;
                 self.adam.update(&self.theta, &grads)?;
             }
-            st.correct += Ctx::count_correct(out.value(), &batch.labels)?;
-            st.seen += batch.labels.len();
-            st.loss_sum += v as f64;
-            st.batches += 1;
+            let correct = Ctx::count_correct(out.value(), &batch.labels)?;
+            st.record(v, correct, batch.labels.len());
             ctx.tick(format!(
                 "warm-up loss {:.3}",
                 st.loss_sum / st.batches as f64
@@ -331,10 +329,8 @@ impl DynamicLoss {
             let tv = self.theta_consts();
             let loss = classifier_loss(&self.meta, &tv, &out, &batch, &yhat, self.parts(ctx))?;
             let v = ctx.sgd_update(&p, &loss, &stats, epoch)?;
-            st.correct += Ctx::count_correct(out.value(), &sb.labels)?;
-            st.seen += sb.labels.len();
-            st.loss_sum += v as f64;
-            st.batches += 1;
+            let correct = Ctx::count_correct(out.value(), &sb.labels)?;
+            st.record(v, correct, sb.labels.len());
             ctx.tick(format!(
                 "loss {:.3} meta {:.3}",
                 st.loss_sum / st.batches as f64,

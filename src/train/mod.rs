@@ -110,6 +110,16 @@ pub struct EpochStats {
     pub extra: Option<serde_json::Value>,
 }
 
+impl EpochStats {
+    /// Adds one batch: its loss, correct predictions and size.
+    pub fn record(&mut self, loss: f32, correct: usize, n: usize) {
+        self.loss_sum += loss as f64;
+        self.correct += correct;
+        self.seen += n;
+        self.batches += 1;
+    }
+}
+
 impl Ctx<'_> {
     /// Parameter names, in order.
     pub fn param_names(&self) -> Vec<String> {
@@ -336,10 +346,8 @@ fn baseline_epoch(ctx: &mut Ctx, epoch: usize) -> Result<EpochStats> {
         let (p, logits, stats) = ctx.forward_train(&x)?;
         let loss = baseline_loss(&logits, &labels, margins.as_ref())?;
         let v = ctx.sgd_update(&p, &loss, &stats, epoch)?;
-        st.correct += Ctx::count_correct(logits.value(), &batch.labels)?;
-        st.seen += batch.labels.len();
-        st.loss_sum += v as f64;
-        st.batches += 1;
+        let correct = Ctx::count_correct(logits.value(), &batch.labels)?;
+        st.record(v, correct, batch.labels.len());
         ctx.tick(format!(
             "loss {:.3} acc {:.1}%",
             st.loss_sum / st.batches as f64,
