@@ -115,7 +115,7 @@ fn meta_layers_selects_the_last_parameterised_layers() {
 }
 
 #[test]
-fn corrector_keeps_trusting_clean_balanced_labels() {
+fn corrector_keeps_trusting_clean_balanced_labels_and_runs_reproduce() {
     let g = gpu();
     let root = std::env::temp_dir().join(format!("dynloss-dl-{}", std::process::id()));
     std::fs::remove_dir_all(&root).ok();
@@ -186,6 +186,24 @@ fn corrector_keeps_trusting_clean_balanced_labels() {
         "accuracy.png",
     ] {
         assert!(out.join("plots").join(f).exists(), "{f}");
+    }
+    // Reproducible: the same settings run straight through give the same metrics, bit for
+    // bit, as the interrupted and resumed run (meta net, Adam state, rankings and samplers
+    // all come back).
+    let straight = root.join("straight");
+    let opts = RunOptions {
+        out: straight.clone(),
+        resume: false,
+        stop_after: None,
+        progress: Some(false),
+        verbose: false,
+    };
+    train::train(&g, &cfg, &opts).unwrap();
+    let s = read_metrics(&straight.join("metrics.jsonl")).unwrap();
+    for (a, b) in m.iter().zip(&s) {
+        assert_eq!(a.loss.to_bits(), b.loss.to_bits(), "epoch {} loss", a.epoch);
+        assert_eq!(a.test_acc, b.test_acc, "epoch {} test accuracy", a.epoch);
+        assert_eq!(a.extra, b.extra, "epoch {} diagnostics", a.epoch);
     }
     std::fs::remove_dir_all(&root).ok();
 }

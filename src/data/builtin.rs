@@ -270,32 +270,33 @@ pub fn render<R: Rng>(class: u32, side: usize, rng: &mut R, out: &mut [u8]) {
     let (gx, gy) = (gang.cos(), gang.sin());
     let bg_mid = mix(bg0, bg1, 0.5);
 
-    let n_behind = 2 + rng.random_range(0..5usize);
+    let n_behind = rng.random_range(0..3usize);
     let behind: Vec<Clutter> = (0..n_behind).map(|_| Clutter::random(rng, s)).collect();
-    let front: Option<Clutter> = (rng.random::<f32>() < 0.5).then(|| Clutter::random(rng, s));
-    // Half the images carry a small distractor shape of a random class (possibly another
-    // class): the label is the large object, which a model must learn to pick out.
-    let distractor = (rng.random::<f32>() < 0.5).then(|| Distractor {
+    let front: Option<Clutter> = (rng.random::<f32>() < 0.1).then(|| Clutter::random(rng, s));
+    // A quarter of the images carry a small distractor shape of a random class (possibly
+    // another class), at most a third of the object's smallest size: the label is the large
+    // object, which a model must learn to pick out.
+    let distractor = (rng.random::<f32>() < 0.25).then(|| Distractor {
         class: rng.random_range(0..CLASSES as u32),
         cx: rng.random::<f32>() * s,
         cy: rng.random::<f32>() * s,
-        radius: s * (0.08 + 0.05 * rng.random::<f32>()),
+        radius: s * (0.05 + 0.03 * rng.random::<f32>()),
         rot: rng.random::<f32>() * TAU,
         c: random_colour(rng),
         c2: random_colour(rng),
     });
 
     // The object: colours, placement, size, rotation, aspect.
-    let fg = contrasting(rng, bg_mid, 0.3);
+    let fg = contrasting(rng, bg_mid, 0.55);
     let fg2 = contrasting(rng, fg, 0.4);
-    let cx = s * (0.5 + 0.44 * (rng.random::<f32>() - 0.5));
-    let cy = s * (0.5 + 0.44 * (rng.random::<f32>() - 0.5));
-    let radius = s * (0.17 + 0.21 * rng.random::<f32>());
+    let cx = s * (0.5 + 0.3 * (rng.random::<f32>() - 0.5));
+    let cy = s * (0.5 + 0.3 * (rng.random::<f32>() - 0.5));
+    let radius = s * (0.26 + 0.14 * rng.random::<f32>());
     let rot = rng.random::<f32>() * TAU;
     let (rc, rs) = (rot.cos(), rot.sin());
     let aspect = 0.85 + 0.3 * rng.random::<f32>();
     let shade = 0.25 * (rng.random::<f32>() - 0.5);
-    let sigma = 0.02 + 0.08 * rng.random::<f32>();
+    let sigma = 0.01 + 0.05 * rng.random::<f32>();
 
     let plane = side * side;
     for yi in 0..side {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::fetch::{self, FetchName, MIRROR_ENV};
 use super::{DataConfig, Dataset, DatasetKind, NoiseType, TrainSet, check_config, load};
 use crate::error::{Error, Result};
-use crate::report::plot::bar_chart;
+use crate::report::plot::{Canvas, bar_chart};
 
 /// Flags choosing and shaping the training data (shared by `train` and `data stats`).
 #[derive(clap::Args, Clone, Debug, PartialEq)]
@@ -88,6 +88,18 @@ pub enum DataCommand {
         #[arg(long, default_value = "data_stats.png")]
         out: PathBuf,
     },
+    /// Draw the first training images of every class (by given label) as a grid PNG.
+    Preview {
+        /// The data set and how to long-tail and corrupt it.
+        #[command(flatten)]
+        flags: DataFlags,
+        /// Images per class (one row per class).
+        #[arg(long, default_value_t = 12)]
+        per_class: usize,
+        /// Where to write the grid (PNG).
+        #[arg(long, default_value = "data_preview.png")]
+        out: PathBuf,
+    },
 }
 
 /// Runs a `data` subcommand, printing its results to stdout.
@@ -117,7 +129,63 @@ pub fn run(cmd: &DataCommand) -> Result<()> {
             println!("chart: {}", out.display());
             Ok(())
         }
+        DataCommand::Preview {
+            flags,
+            per_class,
+            out,
+        } => {
+            let cfg = flags.to_config()?;
+            let (train, _) = load(&cfg)?;
+            preview_grid(out, &train.data, *per_class)?;
+            println!("preview: {}", out.display());
+            Ok(())
+        }
     }
+}
+
+/// Draws up to `per_class` images of each class (first in data set order, by given label) in
+/// one row per class, enlarged to at least 64 pixels, with the class name on the left.
+pub fn preview_grid(path: &Path, ds: &Dataset, per_class: usize) -> Result<()> {
+    if per_class == 0 {
+        return Err(Error::Config("--per-class must be at least 1".into()));
+    }
+    let [c, h, w] = ds.shape;
+    let scale = 64usize.div_ceil(h.max(w)).max(1);
+    let (cell_w, cell_h) = (w * scale + 2, h * scale + 2);
+    let label_w = 8 * 13;
+    let mut canvas = Canvas::new(
+        (label_w + per_class * cell_w) as u32,
+        (ds.classes * cell_h) as u32,
+    );
+    let mut filled = vec![0usize; ds.classes];
+    let plane = h * w;
+    for (i, &label) in ds.labels.iter().enumerate() {
+        let k = label as usize;
+        if filled[k] >= per_class {
+            continue;
+        }
+        let img = &ds.images[i * c * plane..(i + 1) * c * plane];
+        let (x0, y0) = (label_w + filled[k] * cell_w + 1, k * cell_h + 1);
+        for y in 0..h * scale {
+            for x in 0..w * scale {
+                let p = (y / scale) * w + x / scale;
+                let px = std::array::from_fn(|ch| img[ch.min(c - 1) * plane + p]);
+                canvas.put((x0 + x) as i64, (y0 + y) as i64, px);
+            }
+        }
+        filled[k] += 1;
+    }
+    for (k, name) in ds.class_names.iter().enumerate() {
+        let short: String = name.chars().take(12).collect();
+        canvas.text(
+            4,
+            (k * cell_h + cell_h / 2) as i64 - 4,
+            &short,
+            1,
+            [30, 30, 30],
+        );
+    }
+    canvas.save_png(path)
 }
 
 /// A one-line description of the configuration, used in titles.

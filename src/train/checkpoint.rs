@@ -7,6 +7,7 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::error::{Error, Result};
+use crate::report::write_atomic;
 use crate::tensor::Tensor;
 
 /// Tag stored in every checkpoint, checked on load.
@@ -135,23 +136,4 @@ impl Checkpoint {
         }
         Ok(Checkpoint { tensors, meta })
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    let io = |e: std::io::Error, p: &Path| Error::Io {
-        path: p.into(),
-        source: e,
-    };
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io(e, &tmp))?;
-        f.write_all(bytes).map_err(|e| io(e, &tmp))?;
-        f.sync_all().map_err(|e| io(e, &tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| io(e, path))
 }

@@ -187,6 +187,33 @@ impl TrainConfig {
         })
     }
 
+    /// Whether a run saved with `saved` may continue under these settings: everything must
+    /// match except the Dynamic Loss stabilisers (which may be switched on or off from the
+    /// resumed epoch, to compare them from a shared checkpoint) and the worker count (which
+    /// does not change results). Returns the names of the stabilisers that changed.
+    pub fn resume_changes(&self, saved: &TrainConfig) -> Option<Vec<&'static str>> {
+        let mut same = saved.clone();
+        same.workers = self.workers;
+        same.dl.meta_lr_follows_classifier = self.dl.meta_lr_follows_classifier;
+        same.dl.margin_bound = self.dl.margin_bound;
+        same.dl.meta_stop = self.dl.meta_stop;
+        if same != *self {
+            return None;
+        }
+        let (a, b) = (&saved.dl, &self.dl);
+        let mut changed = Vec::new();
+        if a.meta_lr_follows_classifier != b.meta_lr_follows_classifier {
+            changed.push("--meta-lr-follows-classifier");
+        }
+        if a.margin_bound != b.margin_bound {
+            changed.push("--margin-bound");
+        }
+        if a.meta_stop != b.meta_stop {
+            changed.push("--meta-stop");
+        }
+        Some(changed)
+    }
+
     /// Rejects impossible combinations with one clear message.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
@@ -258,5 +285,29 @@ impl TrainConfig {
         }
         self.data_config()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_allows_only_stabiliser_and_worker_changes() {
+        let saved = TrainConfig::default();
+        let mut cfg = saved.clone();
+        cfg.workers += 3;
+        assert_eq!(cfg.resume_changes(&saved), Some(vec![]));
+        cfg.dl.meta_stop = Some(0.6);
+        cfg.dl.margin_bound = Some(5.0);
+        assert_eq!(
+            cfg.resume_changes(&saved),
+            Some(vec!["--margin-bound", "--meta-stop"])
+        );
+        cfg.lr *= 2.0;
+        assert_eq!(cfg.resume_changes(&saved), None);
+        let mut other = saved.clone();
+        other.dl.meta_lr = 1e-3;
+        assert_eq!(other.resume_changes(&saved), None);
     }
 }

@@ -504,11 +504,14 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary>
                 path: ck_path.clone(),
                 msg: format!("config in checkpoint: {e}"),
             })?;
-        if saved != *cfg {
+        let Some(changed) = cfg.resume_changes(&saved) else {
             return Err(Error::Config(format!(
-                "--resume: the settings differ from the run in {} (resume with the same flags or config)",
+                "--resume: the settings differ from the run in {} (resume with the same flags or config; only the stabilisers may change)",
                 out.display()
             )));
+        };
+        if !changed.is_empty() && opts.verbose {
+            eprintln!("resuming with changed stabilisers: {}", changed.join(", "));
         }
         restore_state(&mut ctx, &ck_path, &ck)?;
         method.restore(&ck_path, &ck)?;
