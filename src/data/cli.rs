@@ -152,6 +152,7 @@ pub fn preview_grid(path: &Path, ds: &Dataset, per_class: usize) -> Result<()> {
     let [c, h, w] = ds.shape;
     let scale = 64usize.div_ceil(h.max(w)).max(1);
     let (cell_w, cell_h) = (w * scale + 2, h * scale + 2);
+    // Room for 12 characters of the 5x7 font (6-pixel cells) plus margins.
     let label_w = 8 * 13;
     let mut canvas = Canvas::new(
         (label_w + per_class * cell_w) as u32,
@@ -164,7 +165,7 @@ pub fn preview_grid(path: &Path, ds: &Dataset, per_class: usize) -> Result<()> {
         if filled[k] >= per_class {
             continue;
         }
-        let img = &ds.images[i * c * plane..(i + 1) * c * plane];
+        let img = ds.image(i);
         let (x0, y0) = (label_w + filled[k] * cell_w + 1, k * cell_h + 1);
         for y in 0..h * scale {
             for x in 0..w * scale {
