@@ -232,6 +232,30 @@ fn conv_family_matches_cpu_on_resnet_like_and_awkward_shapes() {
             stride: 3,
             pad: 0,
         },
+        // Channels >= 8 but not a multiple of the 8-channel register block (the second
+        // block half full), more output channels than one weight-gradient block of 16.
+        Case {
+            n: 3,
+            ci: 12,
+            h: 7,
+            w: 9,
+            co: 20,
+            k: 3,
+            stride: 2,
+            pad: 1,
+        },
+        // More output pixels than one workgroup of the forward / input-gradient kernels
+        // covers (256 invocations x 8 pixels).
+        Case {
+            n: 5,
+            ci: 9,
+            h: 24,
+            w: 24,
+            co: 10,
+            k: 3,
+            stride: 1,
+            pad: 1,
+        },
         Case {
             n: 40,
             ci: 2,
