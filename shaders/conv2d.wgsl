@@ -54,8 +54,10 @@ override KSIZE: u32 = 0u;
 // Channel blocks of 4 per invocation (1 or 2; 1 when the channel count is below 8, where a
 // second block would be mostly padding). Register arrays below are sized for the maximum.
 override CH_BLOCKS: u32 = 2u;
-// weight_grad: output channels per invocation (at most 16).
+// weight_grad: output channels per invocation (at most 16), and consecutive kernel columns
+// per invocation (KW_RUN; CO_PER * KW_RUN * CH_BLOCKS <= 32, KW_RUN * CH_BLOCKS <= 8).
 override CO_PER: u32 = 16u;
+override KW_RUN: u32 = 1u;
 // forward / input_grad: consecutive output pixels per invocation. 8 pixels x 8 channels was
 // the fastest block measured on lavapipe (1.5-1.7x over 4 x 4; 2 pixels or 16 channels slower).
 const PIX: u32 = 8u;
@@ -256,15 +258,19 @@ fn store_phase(q: u32, pixels: u32, hp: u32, wp: u32, ph: u32, pw: u32, c0: u32,
 fn weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let khw = p.kh * p.kw;
     let blocks = (p.ci + 4u * CH_BLOCKS - 1u) / (4u * CH_BLOCKS);
+    let runs = p.kw / KW_RUN; // the host makes KW_RUN divide KW
+    let cols = blocks * p.kh * runs;
     let co0 = (wg.y * WGY + lid.y) * CO_PER;
     let xb = wg.x * WGX + lid.x;
-    if co0 >= p.co || xb >= blocks * khw {
+    if co0 >= p.co || xb >= cols {
         return;
     }
-    let tap = xb % khw;
-    let ci0 = (xb / khw) * 4u * CH_BLOCKS;
-    let dh = i32(tap / p.kw) - i32(p.pad);
-    let dw = i32(tap % p.kw) - i32(p.pad);
+    let row_run = xb % (p.kh * runs);
+    let ci0 = (xb / (p.kh * runs)) * 4u * CH_BLOCKS;
+    let kh = row_run / runs;
+    let kw0 = (row_run % runs) * KW_RUN;
+    let dh = i32(kh) - i32(p.pad);
+    let dw = i32(kw0) - i32(p.pad);
     let hw = p.h * p.w;
     let ohw = p.oh * p.ow;
     let total = p.n * ohw;
@@ -279,7 +285,8 @@ fn weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     for (var c = 0u; c < CO_PER; c++) {
         yoff[c] = min(co0 + c, p.co - 1u) * ohw;
     }
-    var acc: array<vec4<f32>, 32>; // [output channel c][channel block b] at c * CH_BLOCKS + b
+    // [output channel c][tap t of the run][channel block b] at (c * KW_RUN + t) * CH_BLOCKS + b
+    var acc: array<vec4<f32>, 32>;
     if start < end {
         // Walk output pixels in order, stepping (n, oh, ow) without divisions.
         var ow = start % p.ow;
@@ -288,19 +295,24 @@ fn weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
         for (var q = start; q < end; q++) {
             let ybase = n * p.co * ohw + oh * p.ow + ow;
             let ih = i32(oh * STRIDE) + dh;
-            let iw = i32(ow * STRIDE) + dw;
-            let inside = ih >= 0 && iw >= 0 && ih < i32(p.h) && iw < i32(p.w);
-            let off = select(0u, n * p.ci * hw + u32(ih) * p.w + u32(iw), inside);
-            let m = select(0.0, 1.0, inside);
-            var xv: array<vec4<f32>, 2>;
-            for (var b = 0u; b < CH_BLOCKS; b++) {
-                let r = xoff[b] + off;
-                xv[b] = vec4<f32>(src[r.x], src[r.y], src[r.z], src[r.w]) * m;
+            let iw0 = i32(ow * STRIDE) + dw;
+            let row_inside = ih >= 0 && ih < i32(p.h);
+            let row = n * p.ci * hw + u32(ih) * p.w;
+            var xv: array<vec4<f32>, 8>; // [tap t][channel block b] at t * CH_BLOCKS + b
+            for (var t = 0u; t < KW_RUN; t++) {
+                let iw = iw0 + i32(t);
+                let inside = row_inside && iw >= 0 && iw < i32(p.w);
+                let off = select(0u, row + u32(iw), inside);
+                let m = select(0.0, 1.0, inside);
+                for (var b = 0u; b < CH_BLOCKS; b++) {
+                    let r = xoff[b] + off;
+                    xv[t * CH_BLOCKS + b] = vec4<f32>(src[r.x], src[r.y], src[r.z], src[r.w]) * m;
+                }
             }
             for (var c = 0u; c < CO_PER; c++) {
                 let dy = other[ybase + yoff[c]];
-                for (var b = 0u; b < CH_BLOCKS; b++) {
-                    acc[c * CH_BLOCKS + b] += dy * xv[b];
+                for (var i = 0u; i < KW_RUN * CH_BLOCKS; i++) {
+                    acc[c * KW_RUN * CH_BLOCKS + i] += dy * xv[i];
                 }
             }
             ow += 1u;
@@ -316,8 +328,11 @@ fn weight_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
     let base = split * p.co * p.ci * khw;
     for (var c = 0u; c < CO_PER; c++) {
-        for (var b = 0u; b < CH_BLOCKS; b++) {
-            store_wrow(base, co0 + c, ci0 + 4u * b, tap, acc[c * CH_BLOCKS + b]);
+        for (var t = 0u; t < KW_RUN; t++) {
+            for (var b = 0u; b < CH_BLOCKS; b++) {
+                let v = acc[(c * KW_RUN + t) * CH_BLOCKS + b];
+                store_wrow(base, co0 + c, ci0 + 4u * b, kh * p.kw + kw0 + t, v);
+            }
         }
     }
 }

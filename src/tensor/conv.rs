@@ -219,12 +219,15 @@ pub fn conv2d_weight_grad(
         kw,
     };
     fits_u32("conv2d_weight_grad", x.numel().max(dy.numel()))?;
-    // Invocations along x: 4 * cb input channels at one tap each; along y: co_per output
+    // Invocations along x: 4 * cb input channels at kw_run taps each; along y: co_per output
     // channels. 16 x 8 was the fastest block measured on lavapipe (1.6x over 4 x 4); with
     // fewer than 8 input channels (the stem) 8 x 4 was.
     let cb = channel_blocks(d.ci);
     let co_per = if cb == 2 { 16 } else { 8 };
-    let blocks = d.ci.div_ceil(4 * cb) * kh * kw;
+    // With few input channels (the stem) an invocation also takes a whole kernel row of
+    // taps (KW_RUN), so it still does many multiply-adds per gathered value: 1.5x there.
+    let kw_run = if cb == 1 && kw <= 4 { kw } else { 1 };
+    let blocks = d.ci.div_ceil(4 * cb) * kh * (kw / kw_run);
     let pixels = d.n * d.oh * d.ow;
     let (wx, wy) = workgroup(blocks);
     let tiles = (blocks.div_ceil(wx as usize) * d.co.div_ceil(co_per * wy as usize)).max(1);
@@ -237,6 +240,7 @@ pub fn conv2d_weight_grad(
         ("STRIDE", g.stride as f64),
         ("CH_BLOCKS", cb as f64),
         ("CO_PER", co_per as f64),
+        ("KW_RUN", kw_run as f64),
     ];
     let partial = Tensor::empty(x.gpu(), &[splits, d.co, d.ci, kh, kw], DType::F32);
     let groups = [
