@@ -384,11 +384,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval { checkpoint, data } => {
             let cfg = data.to_config()?;
             let gpu = Gpu::new(&request(&cli.gpu))?;
-            let (acc, per, names) = train::evaluate_checkpoint(&gpu, checkpoint, &cfg)?;
-            println!("accuracy: {acc:.2}%");
-            for (i, a) in per.iter().enumerate() {
-                let name = names.get(i).cloned().unwrap_or_else(|| i.to_string());
-                println!("  {i:>3} {name:<20} {a:6.2}%");
+            let ev = train::evaluate_checkpoint(&gpu, checkpoint, &cfg)?;
+            let total: usize = ev.predicted.iter().sum();
+            println!("accuracy: {:.2}%", ev.accuracy);
+            println!("  class {:<20} {:>8} {:>10}", "", "accuracy", "predicted");
+            for (i, a) in ev.per_class.iter().enumerate() {
+                let name = ev
+                    .class_names
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| i.to_string());
+                let share = 100.0 * ev.predicted[i] as f64 / total.max(1) as f64;
+                println!("  {i:>5} {name:<20} {a:7.2}% {share:9.2}%");
             }
             Ok(())
         }

@@ -85,7 +85,20 @@ fn loss_falls_and_accuracy_rises_above_chance() {
     // The output directory is never reused by accident.
     let e = train::train(&g, &cfg, &opts(&out)).unwrap_err().to_string();
     assert!(e.contains("not empty"), "{e}");
-    // eval reproduces the last test accuracy on the same (limited) test split.
+    // eval reproduces the last test accuracy on the same (limited) test split, and its
+    // prediction counts agree with the per-class accuracies.
+    let (_, test) = train::load_data(&cfg).unwrap();
+    let n = test.len();
+    let labels = test.labels.clone();
+    let ev = train::evaluate_checkpoint_on(&g, &out.join("checkpoint.safetensors"), test).unwrap();
+    assert_eq!(ev.accuracy, last.test_acc);
+    assert_eq!(ev.per_class, last.per_class_acc);
+    assert_eq!(ev.predicted.iter().sum::<usize>(), n);
+    for (c, &p) in ev.predicted.iter().enumerate() {
+        let members = labels.iter().filter(|&&l| l as usize == c).count();
+        let hits = (ev.per_class[c] * members as f64 / 100.0).round() as usize;
+        assert!(hits <= p, "class {c}: {hits} right but only {p} predicted");
+    }
     std::fs::remove_dir_all(&root).ok();
 }
 
@@ -216,4 +229,14 @@ fn bad_input_fails_with_one_clear_error() {
     .to_string();
     assert!(e.contains("missing.safetensors"), "{e}");
     std::fs::remove_dir_all(&root).ok();
+}
+
+#[test]
+fn prediction_counts_and_accuracy_on_known_logits() {
+    // Rows predict 2, 0, 2, 1 (the first of a tie wins); labels 2, 1, 0, 1.
+    let logits = [0.0, 1.0, 3.0, 5.0, 5.0, 1.0, -1.0, -2.0, 0.5, 0.0, 2.0, 2.0];
+    assert_eq!(train::prediction_counts(&logits, 3), vec![1, 1, 2]);
+    let (acc, per) = train::accuracy(&logits, &[2, 1, 0, 1], 3);
+    assert_eq!(acc, 50.0);
+    assert_eq!(per, vec![0.0, 50.0, 100.0]);
 }

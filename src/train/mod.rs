@@ -274,6 +274,15 @@ pub fn argmax(v: &[f32]) -> usize {
     best
 }
 
+/// How many rows of row-major logits have their largest value in each class.
+pub fn prediction_counts(logits: &[f32], classes: usize) -> Vec<usize> {
+    let mut counts = vec![0usize; classes];
+    for row in logits.chunks_exact(classes) {
+        counts[argmax(row)] += 1;
+    }
+    counts
+}
+
 /// Overall and per-class accuracy (percent) of row-major logits against labels.
 pub fn accuracy(logits: &[f32], labels: &[u32], classes: usize) -> (f64, Vec<f64>) {
     let mut hit = vec![0usize; classes];
@@ -665,18 +674,38 @@ fn restore_state(ctx: &mut Ctx, path: &Path, ck: &Checkpoint) -> Result<()> {
 }
 
 /// Evaluates a checkpoint on a data set: overall and per-class accuracy, percent.
+/// A checkpoint's result on a test split.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// Overall accuracy, percent.
+    pub accuracy: f64,
+    /// Accuracy per true class, percent.
+    pub per_class: Vec<f64>,
+    /// How many test images were predicted as each class (a collapse onto a few classes, or a
+    /// class never predicted, shows here).
+    pub predicted: Vec<usize>,
+    /// Class names of the data set.
+    pub class_names: Vec<String>,
+}
+
+/// Evaluates the checkpoint at `path` on the test split of `data`.
 pub fn evaluate_checkpoint(
     gpu: &Gpu,
     path: &Path,
     data: &crate::data::DataConfig,
-) -> Result<(f64, Vec<f64>, Vec<String>)> {
+) -> Result<Evaluation> {
+    let (_, test) = crate::data::load_raw(data)?;
+    evaluate_checkpoint_on(gpu, path, test)
+}
+
+/// Evaluates the checkpoint at `path` on `test`.
+pub fn evaluate_checkpoint_on(gpu: &Gpu, path: &Path, test: Dataset) -> Result<Evaluation> {
     let ck = Checkpoint::load(path)?;
     let saved: TrainConfig =
         serde_json::from_str(ck.get(path, "config")?).map_err(|e| Error::Format {
             path: path.into(),
             msg: format!("config in checkpoint: {e}"),
         })?;
-    let (_, test) = crate::data::load_raw(data)?;
     let model = zoo::build_named(&saved.model, test.shape, test.classes)?;
     let classes: usize = ck.get(path, "classes")?.parse().unwrap_or(0);
     let input = ck.get(path, "input")?;
@@ -745,5 +774,10 @@ pub fn evaluate_checkpoint(
         logits.extend(y.value().to_f32_vec()?);
     }
     let (acc, per) = accuracy(&logits, &test.labels, test.classes);
-    Ok((acc, per, test.class_names.clone()))
+    Ok(Evaluation {
+        accuracy: acc,
+        per_class: per,
+        predicted: prediction_counts(&logits, test.classes),
+        class_names: test.class_names.clone(),
+    })
 }
