@@ -59,7 +59,7 @@ override CH_BLOCKS: u32 = 2u;
 override CO_PER: u32 = 16u;
 override KW_RUN: u32 = 1u;
 // forward / input_grad: consecutive output pixels per invocation. 8 pixels x 8 channels was
-// the fastest block measured on lavapipe (1.5-1.7x over 4 x 4; 2 pixels or 16 channels slower).
+// the fastest block measured on lavapipe (1.4-1.8x over 4 x 4; 2 pixels or 16 channels slower).
 const PIX: u32 = 8u;
 
 fn kh_n() -> u32 {
