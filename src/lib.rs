@@ -5,6 +5,7 @@
 
 pub mod autograd;
 pub mod bench;
+pub mod choice;
 pub mod data;
 pub mod dynloss;
 pub mod error;

@@ -122,7 +122,7 @@ fn preview_grid_copies_each_class_first_images() {
     let ds = builtin::generate_split(5, 32, 40, 0);
     let dir = std::env::temp_dir().join(format!("dynloss-preview-{}", std::process::id()));
     let out = dir.join("grid.png");
-    data::cli::preview_grid(&out, &ds, 3).unwrap();
+    data::report::preview_grid(&out, &ds, 3).unwrap();
     let img = image::open(&out).unwrap().to_rgb8();
     // 2x enlargement (32 -> 64) plus a 1-pixel border per side; 104-pixel label column.
     let (cell, label_w) = (66u32, 104u32);
@@ -147,6 +147,6 @@ fn preview_grid_copies_each_class_first_images() {
             }
         }
     }
-    assert!(data::cli::preview_grid(&out, &ds, 0).is_err());
+    assert!(data::report::preview_grid(&out, &ds, 0).is_err());
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,113 +1,50 @@
-//! The data flags and `data stats`: parsing, validation, the printed table and the chart.
+//! `data stats`: validation of the data configuration, the printed table and the chart.
+//! (Parsing of the flags is tested beside them, in the binary's `cli::data`.)
 
 mod common;
 
 use common::TempDir;
 use std::path::PathBuf;
 
-use clap::Parser;
-use dynloss_wgpu::data::cli::{DataCommand, DataFlags, run, stats_chart, stats_text};
-use dynloss_wgpu::data::fetch::FetchName;
-use dynloss_wgpu::data::{self, DatasetKind, NoiseType};
-
-/// A stand-in for the binary's `data` command.
-#[derive(Parser)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: DataCommand,
-}
+use dynloss_wgpu::data::report::{stats_chart, stats_text};
+use dynloss_wgpu::data::{self, DataConfig, DatasetKind, NoiseType, check_config};
 
 #[test]
-fn flags_parse_and_validate() {
-    let cli = Cli::try_parse_from([
-        "x",
-        "stats",
-        "--dataset",
-        "fashion-mnist",
-        "--imbalance",
-        "100",
-        "--noise",
-        "0.2",
-        "--noise-type",
-        "sym",
-        "--seed",
-        "3",
-        "--out",
-        "s.png",
-    ])
-    .unwrap();
-    let DataCommand::Stats { flags, out } = cli.cmd else {
-        panic!("not stats")
-    };
-    assert_eq!(out, PathBuf::from("s.png"));
-    let cfg = flags.to_config().unwrap();
-    assert_eq!(cfg.dataset, DatasetKind::FashionMnist);
-    assert_eq!((cfg.imbalance, cfg.noise, cfg.seed), (100.0, 0.2, 3));
-    assert_eq!(cfg.noise_type, NoiseType::Sym);
-
-    let Cli { cmd } = Cli::try_parse_from(["x", "stats"]).unwrap();
-    let DataCommand::Stats { flags, out } = cmd else {
-        panic!()
-    };
-    assert_eq!(out, PathBuf::from("data_stats.png"));
-    assert_eq!(flags.to_config().unwrap(), data::DataConfig::default());
-
-    let Cli { cmd } = Cli::try_parse_from([
-        "x",
-        "fetch",
-        "cifar100",
-        "--data-dir",
-        "d",
-        "--mirror",
-        "http://127.0.0.1:1/",
-    ])
-    .unwrap();
-    match cmd {
-        DataCommand::Fetch {
-            name,
-            data_dir,
-            mirror,
-        } => {
-            assert_eq!(name, FetchName::Cifar100);
-            assert_eq!(data_dir, PathBuf::from("d"));
-            assert_eq!(mirror.as_deref(), Some("http://127.0.0.1:1/"));
-        }
-        _ => panic!(),
-    }
-    assert!(Cli::try_parse_from(["x", "fetch", "imagenet"]).is_err());
-    assert!(Cli::try_parse_from(["x", "stats", "--noise-type", "pair"]).is_err());
-
-    let bad = |f: DataFlags| f.to_config().unwrap_err().to_string();
-    let base = DataFlags {
-        dataset: DatasetKind::Builtin,
-        data_dir: None,
-        imbalance: 1.0,
-        noise: 0.0,
-        noise_type: NoiseType::Lt,
-        seed: 0,
-        image_size: None,
-    };
+fn bad_data_settings_are_refused_by_name() {
+    let bad = |c: DataConfig| check_config(&c).unwrap_err().to_string();
+    let base = DataConfig::default();
+    assert!(check_config(&base).is_ok());
     assert!(
-        bad(DataFlags {
+        bad(DataConfig {
             imbalance: 0.5,
             ..base.clone()
         })
         .contains("imbalance")
     );
     assert!(
-        bad(DataFlags {
+        bad(DataConfig {
             noise: 1.5,
             ..base.clone()
         })
         .contains("noise rate")
     );
-    let asym100 = DataFlags {
+    let asym100 = DataConfig {
         dataset: DatasetKind::Cifar100,
         noise: 0.2,
         noise_type: NoiseType::Asym,
-        ..base
+        ..base.clone()
     };
     assert!(bad(asym100).contains("asymmetric"));
+    // The same flips on CIFAR-10 are what asym means.
+    assert!(
+        check_config(&DataConfig {
+            dataset: DatasetKind::Cifar10,
+            noise: 0.2,
+            noise_type: NoiseType::Asym,
+            ..base
+        })
+        .is_ok()
+    );
 }
 
 #[test]
@@ -117,16 +54,12 @@ fn stats_table_and_chart_on_the_builtin_set() {
         .map(PathBuf::from)
         .unwrap_or_else(|_| tmp.0.clone())
         .join("data_stats.png");
-    let flags = DataFlags {
-        dataset: DatasetKind::Builtin,
-        data_dir: None,
+    let cfg = DataConfig {
         imbalance: 10.0,
         noise: 0.4,
-        noise_type: NoiseType::Lt,
         seed: 1,
-        image_size: None,
+        ..DataConfig::default()
     };
-    let cfg = flags.to_config().unwrap();
     let (train, test) = data::load(&cfg).unwrap();
     let text = stats_text(&cfg, &train, &test);
     println!("{text}");
@@ -139,31 +72,13 @@ fn stats_table_and_chart_on_the_builtin_set() {
     let img = image::open(&out).unwrap();
     assert!(img.width() >= 600);
 
-    // The whole subcommand, as the binary runs it.
-    let out2 = tmp.0.join("run.png");
-    run(&DataCommand::Stats {
-        flags,
-        out: out2.clone(),
-    })
-    .unwrap();
-    assert!(out2.is_file());
-
     // A missing data set is one clear error, not a panic.
-    let flags = DataFlags {
+    let missing = DataConfig {
         dataset: DatasetKind::Cifar10,
         data_dir: Some(tmp.0.join("nothing-here")),
-        imbalance: 1.0,
-        noise: 0.0,
-        noise_type: NoiseType::Lt,
-        seed: 0,
-        image_size: None,
+        ..DataConfig::default()
     };
-    let msg = run(&DataCommand::Stats {
-        flags,
-        out: tmp.0.join("no.png"),
-    })
-    .unwrap_err()
-    .to_string();
+    let msg = data::load(&missing).unwrap_err().to_string();
     assert!(
         msg.contains("data_batch_1.bin") && msg.contains("not found"),
         "{msg}"

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{Rng, gpu};
+use dynloss_wgpu::dynloss::meta_step::last_layers;
 use dynloss_wgpu::dynloss::ranking::{Ranking, bin_of, hierarchical_split, rank};
-use dynloss_wgpu::dynloss::trainer::last_layers;
 use dynloss_wgpu::train::{self, Method, RunOptions, TrainConfig, metrics::read_metrics};
 
 #[test]

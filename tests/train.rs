@@ -29,7 +29,7 @@ fn tiny_config(model: String) -> TrainConfig {
         batch_size: 32,
         lr: 0.05,
         lr_warmup_epochs: 0,
-        augment: "weak".into(),
+        augment: dynloss_wgpu::data::views::View::Weak,
         train_limit: Some(128),
         test_limit: Some(200),
         ..TrainConfig::default()
@@ -87,10 +87,11 @@ fn loss_falls_and_accuracy_rises_above_chance() {
     assert!(e.contains("not empty"), "{e}");
     // eval reproduces the last test accuracy on the same (limited) test split, and its
     // prediction counts agree with the per-class accuracies.
-    let (_, test) = train::load_data(&cfg).unwrap();
+    let (_, test) = train::data::load_sets(&cfg).unwrap();
     let n = test.len();
     let labels = test.labels.clone();
-    let ev = train::evaluate_checkpoint_on(&g, &out.join("checkpoint.safetensors"), test).unwrap();
+    let ev = train::evaluate::evaluate_checkpoint_on(&g, &out.join("checkpoint.safetensors"), test)
+        .unwrap();
     assert_eq!(ev.accuracy, last.test_acc);
     assert_eq!(ev.per_class, last.per_class_acc);
     assert_eq!(ev.predicted.iter().sum::<usize>(), n);
@@ -110,7 +111,7 @@ fn resumed_run_equals_straight_run() {
     cfg.epochs = 4;
     cfg.train_limit = Some(96);
     cfg.test_limit = Some(50);
-    cfg.augment = "strong".into();
+    cfg.augment = dynloss_wgpu::data::views::View::Strong;
     let straight = root.join("straight");
     train::train(&g, &cfg, &opts(&straight)).unwrap();
     let split = root.join("split");
@@ -166,13 +167,13 @@ fn bad_input_fails_with_one_clear_error() {
             .to_string()
             .contains("unknown model")
     );
-    let mut cfg = tiny_config(model.clone());
-    cfg.dataset = "imagenet".into();
+    // An unknown data set in a config file: refused by name, with the file.
+    let file = root.join("bad.toml");
+    std::fs::write(&file, "dataset = \"imagenet\"\n").unwrap();
+    let e = TrainConfig::from_file(&file).unwrap_err().to_string();
     assert!(
-        train::train(&g, &cfg, &opts(&root.join("c")))
-            .unwrap_err()
-            .to_string()
-            .contains("unknown dataset")
+        e.contains("unknown dataset 'imagenet'") && e.contains("bad.toml"),
+        "{e}"
     );
     let mut cfg = tiny_config(model.clone());
     cfg.dl.no_label_corrector = true;
@@ -220,10 +221,10 @@ fn bad_input_fails_with_one_clear_error() {
     // A checkpoint of another model is refused on eval.
     let mut other = tiny_config(model);
     other.train_limit = Some(64);
-    let e = train::evaluate_checkpoint(
+    let e = train::evaluate::evaluate_checkpoint(
         &g,
         &root.join("missing.safetensors"),
-        &other.data_config().unwrap(),
+        &other.data_config(),
     )
     .unwrap_err()
     .to_string();
@@ -235,8 +236,11 @@ fn bad_input_fails_with_one_clear_error() {
 fn prediction_counts_and_accuracy_on_known_logits() {
     // Rows predict 2, 0, 2, 1 (the first of a tie wins); labels 2, 1, 0, 1.
     let logits = [0.0, 1.0, 3.0, 5.0, 5.0, 1.0, -1.0, -2.0, 0.5, 0.0, 2.0, 2.0];
-    assert_eq!(train::prediction_counts(&logits, 3), vec![1, 1, 2]);
-    let (acc, per) = train::accuracy(&logits, &[2, 1, 0, 1], 3);
+    assert_eq!(
+        train::evaluate::prediction_counts(&logits, 3),
+        vec![1, 1, 2]
+    );
+    let (acc, per) = train::evaluate::accuracy(&logits, &[2, 1, 0, 1], 3);
     assert_eq!(acc, 50.0);
     assert_eq!(per, vec![0.0, 50.0, 100.0]);
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use md5::{Digest, Md5};
 
 use super::{cifar, format_err, idx, io_err};
+use crate::choice::Choice;
 use crate::error::{Error, Result};
 use crate::report::temp_path;
 
@@ -19,7 +20,7 @@ use crate::report::temp_path;
 pub const MIRROR_ENV: &str = "DYNLOSS_DATA_MIRROR";
 
 /// A data set that `data fetch` can download.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FetchName {
     /// CIFAR-10, binary version.
     Cifar10,
@@ -100,9 +101,16 @@ const FASHION_REMOTE: [RemoteFile; 4] = [
     },
 ];
 
-impl FetchName {
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
+impl Choice for FetchName {
+    const WHAT: &'static str = "data set to fetch";
+    const ALL: &'static [Self] = &[
+        FetchName::Cifar10,
+        FetchName::Cifar100,
+        FetchName::Mnist,
+        FetchName::FashionMnist,
+    ];
+
+    fn name(self) -> &'static str {
         match self {
             FetchName::Cifar10 => "cifar10",
             FetchName::Cifar100 => "cifar100",
@@ -110,7 +118,10 @@ impl FetchName {
             FetchName::FashionMnist => "fashion-mnist",
         }
     }
+}
+crate::choice_by_name!(FetchName);
 
+impl FetchName {
     /// The files of this data set with their official addresses and checksums.
     pub fn files(self) -> &'static [RemoteFile] {
         match self {

@@ -9,12 +9,12 @@
 pub mod augment;
 pub mod builtin;
 pub mod cifar;
-pub mod cli;
 pub mod fetch;
 pub mod folder;
 pub mod idx;
 pub mod longtail;
 pub mod noise;
+pub mod report;
 pub mod views;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +25,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 pub use noise::NoiseType;
 pub use views::{Batch, Loader, View};
 
+use crate::choice::Choice;
 use crate::error::{Error, Result};
 
 /// Images and labels in memory: `images` holds N samples of C x H x W bytes (CHW order).
@@ -177,7 +178,7 @@ impl TrainSet {
 }
 
 /// Which data set to read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DatasetKind {
     /// 10 procedurally generated classes of 32x32 RGB shapes and textures (no files needed).
     Builtin,
@@ -195,9 +196,19 @@ pub enum DatasetKind {
     List,
 }
 
-impl DatasetKind {
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
+impl Choice for DatasetKind {
+    const WHAT: &'static str = "dataset";
+    const ALL: &'static [Self] = &[
+        DatasetKind::Builtin,
+        DatasetKind::Cifar10,
+        DatasetKind::Cifar100,
+        DatasetKind::Mnist,
+        DatasetKind::FashionMnist,
+        DatasetKind::Folder,
+        DatasetKind::List,
+    ];
+
+    fn name(self) -> &'static str {
         match self {
             DatasetKind::Builtin => "builtin",
             DatasetKind::Cifar10 => "cifar10",
@@ -209,6 +220,7 @@ impl DatasetKind {
         }
     }
 }
+crate::choice_by_name!(DatasetKind);
 
 /// Everything that decides which training and test sets `load` builds.
 #[derive(Clone, Debug, PartialEq)]
@@ -314,6 +326,13 @@ pub fn check_config(cfg: &DataConfig) -> Result<()> {
             "noise rate must be in [0, 1], got {}",
             cfg.noise
         )));
+    }
+    if cfg.noise_type == NoiseType::Asym && cfg.noise > 0.0 && cfg.dataset == DatasetKind::Cifar100
+    {
+        return Err(Error::Config(
+            "asymmetric noise is defined for CIFAR-10's classes; use lt or sym for CIFAR-100"
+                .into(),
+        ));
     }
     Ok(())
 }

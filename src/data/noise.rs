@@ -3,10 +3,11 @@
 use rand::RngExt;
 
 use super::{count_labels, rng_for, stream};
+use crate::choice::Choice;
 use crate::error::{Error, Result};
 
 /// Which noise model corrupts the training labels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NoiseType {
     /// The paper's LT noise: the new label is drawn from row y of
     /// T = (1-lambda) I + lambda 1 p^T, p = the long-tailed class frequencies.
@@ -18,9 +19,11 @@ pub enum NoiseType {
     Asym,
 }
 
-impl NoiseType {
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
+impl Choice for NoiseType {
+    const WHAT: &'static str = "noise type";
+    const ALL: &'static [Self] = &[NoiseType::Lt, NoiseType::Sym, NoiseType::Asym];
+
+    fn name(self) -> &'static str {
         match self {
             NoiseType::Lt => "lt",
             NoiseType::Sym => "sym",
@@ -28,6 +31,7 @@ impl NoiseType {
         }
     }
 }
+crate::choice_by_name!(NoiseType);
 
 /// The asymmetric CIFAR-10 flips as (from, to) class indices: truck->automobile,
 /// bird->airplane, deer->horse, cat->dog, dog->cat.

@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 
 use super::augment::{auto_augment, cutout, pad_crop_flip};
 use super::{Dataset, rng_for, stream};
+use crate::choice::Choice;
 use crate::error::{Error, Result};
 
 /// Which augmentation a batch gets.
@@ -21,6 +22,19 @@ pub enum View {
     /// Padded random crop, horizontal flip, AutoAugment (CIFAR-10 policy), Cutout, normalise.
     Strong,
 }
+
+impl Choice for View {
+    const WHAT: &'static str = "augmentation";
+    const ALL: &'static [Self] = &[View::Strong, View::Weak];
+
+    fn name(self) -> &'static str {
+        match self {
+            View::Weak => "weak",
+            View::Strong => "strong",
+        }
+    }
+}
+crate::choice_by_name!(View);
 
 /// One prepared batch.
 #[derive(Clone, Debug, PartialEq)]

@@ -219,3 +219,26 @@ pub fn meta_gradient(
         yhat,
     })
 }
+/// Indices of the parameters of the last `k` parameterised layers (a layer = one name
+/// prefix before ".weight" / ".bias").
+pub fn last_layers(names: &[String], k: Option<usize>) -> Vec<usize> {
+    let layer = |n: &str| {
+        n.rsplit_once('.')
+            .map(|(a, _)| a.to_string())
+            .unwrap_or_default()
+    };
+    let mut layers: Vec<String> = Vec::new();
+    for n in names {
+        let l = layer(n);
+        if layers.last() != Some(&l) {
+            layers.push(l);
+        }
+    }
+    let keep: Vec<String> = match k {
+        Some(k) if k < layers.len() => layers[layers.len() - k..].to_vec(),
+        _ => layers,
+    };
+    (0..names.len())
+        .filter(|&i| keep.contains(&layer(&names[i])))
+        .collect()
+}

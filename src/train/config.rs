@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::choice::Choice;
 use crate::data::noise::NoiseType;
+use crate::data::views::View;
 use crate::data::{DataConfig, DatasetKind};
 use crate::error::{Error, Result};
 
 /// The training method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     /// Cross-entropy on the given labels.
     Ce,
@@ -20,6 +21,20 @@ pub enum Method {
     /// The Dynamic Loss (label corrector + margin generator, meta-learned).
     Dl,
 }
+
+impl Choice for Method {
+    const WHAT: &'static str = "method";
+    const ALL: &'static [Self] = &[Method::Ce, Method::Bs, Method::Dl];
+
+    fn name(self) -> &'static str {
+        match self {
+            Method::Ce => "ce",
+            Method::Bs => "bs",
+            Method::Dl => "dl",
+        }
+    }
+}
+crate::choice_by_name!(Method);
 
 /// Training samples the CLI uses from the built-in set unless `--train-limit` or `--full`.
 pub const BUILTIN_QUICK_LIMIT: usize = 6000;
@@ -30,16 +45,16 @@ pub const BUILTIN_QUICK_LIMIT: usize = 6000;
 pub struct TrainConfig {
     /// ce, bs or dl.
     pub method: Method,
-    /// builtin, cifar10, cifar100, mnist, fashion-mnist, folder, list.
-    pub dataset: String,
+    /// Which data set.
+    pub dataset: DatasetKind,
     /// Where the data set's files are.
     pub data_dir: Option<PathBuf>,
     /// Long-tail imbalance ratio rho (1 = balanced).
     pub imbalance: f64,
     /// Label-noise rate lambda.
     pub noise: f64,
-    /// lt, sym or asym.
-    pub noise_type: String,
+    /// Which noise model.
+    pub noise_type: NoiseType,
     /// Resize images to this side (folders and lists; default native).
     pub image_size: Option<usize>,
     /// Model name (models/*.toml) or path to a TOML description.
@@ -56,8 +71,8 @@ pub struct TrainConfig {
     pub weight_decay: f32,
     /// Linear warm-up epochs of the cosine schedule (from 0.1 x lr).
     pub lr_warmup_epochs: usize,
-    /// "strong" (crop, flip, AutoAugment, Cutout) or "weak" (normalise only) training view.
-    pub augment: String,
+    /// The training view: strong (crop, flip, AutoAugment, Cutout) or weak (normalise only).
+    pub augment: View,
     /// Seed of everything random.
     pub seed: u64,
     /// Use a seeded random subset of N training samples (after long-tailing), for quick runs.
@@ -70,7 +85,7 @@ pub struct TrainConfig {
     pub dl: DlConfig,
 }
 
-/// Settings of the Dynamic Loss (../shared/spec/dynamic-loss.md).
+/// Settings of the Dynamic Loss (docs/method.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DlConfig {
@@ -121,16 +136,15 @@ impl Default for DlConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        // A few minutes on a 2-core CPU driver: a small ResNet, few epochs (the CLI also
-        // limits the built-in set to BUILTIN_QUICK_LIMIT samples unless told otherwise).
+        let data = DataConfig::default();
         TrainConfig {
             method: Method::Ce,
-            dataset: "builtin".into(),
-            data_dir: None,
-            imbalance: 1.0,
-            noise: 0.0,
-            noise_type: "lt".into(),
-            image_size: None,
+            dataset: data.dataset,
+            data_dir: data.data_dir,
+            imbalance: data.imbalance,
+            noise: data.noise,
+            noise_type: data.noise_type,
+            image_size: data.image_size,
             model: "resnet8".into(),
             epochs: 4,
             batch_size: 128,
@@ -138,8 +152,8 @@ impl Default for TrainConfig {
             momentum: 0.9,
             weight_decay: 5e-4,
             lr_warmup_epochs: 1,
-            augment: "strong".into(),
-            seed: 0,
+            augment: View::Strong,
+            seed: data.seed,
             train_limit: None,
             test_limit: None,
             workers: 1,
@@ -161,30 +175,41 @@ impl TrainConfig {
         })
     }
 
+    /// The first run's shortcut on the built-in set: unless a limit is set, train on
+    /// [`BUILTIN_QUICK_LIMIT`] samples (the command line's `--full` skips this).
+    pub fn apply_quick_run(&mut self) {
+        if self.dataset == DatasetKind::Builtin && self.train_limit.is_none() {
+            self.train_limit = Some(BUILTIN_QUICK_LIMIT);
+        }
+    }
+
+    /// One line saying what a run trains, on what, and where it runs.
+    pub fn describe(&self, adapter: &str) -> String {
+        let data = if self.imbalance > 1.0 || self.noise > 0.0 {
+            format!(
+                "rho {} {} noise {}",
+                self.imbalance, self.noise_type, self.noise
+            )
+        } else {
+            "balanced, clean".into()
+        };
+        format!(
+            "training {} on {} ({data}) with {} for {} epochs on {adapter}",
+            self.method, self.dataset, self.model, self.epochs
+        )
+    }
+
     /// The data-loading part.
-    pub fn data_config(&self) -> Result<DataConfig> {
-        use clap::ValueEnum;
-        let dataset = DatasetKind::from_str(&self.dataset, true).map_err(|_| {
-            Error::Config(format!(
-                "unknown dataset '{}' (builtin, cifar10, cifar100, mnist, fashion-mnist, folder, list)",
-                self.dataset
-            ))
-        })?;
-        let noise_type = NoiseType::from_str(&self.noise_type, true).map_err(|_| {
-            Error::Config(format!(
-                "unknown noise type '{}' (lt, sym, asym)",
-                self.noise_type
-            ))
-        })?;
-        Ok(DataConfig {
-            dataset,
+    pub fn data_config(&self) -> DataConfig {
+        DataConfig {
+            dataset: self.dataset,
             data_dir: self.data_dir.clone(),
             imbalance: self.imbalance,
             noise: self.noise,
-            noise_type,
+            noise_type: self.noise_type,
             seed: self.seed,
             image_size: self.image_size,
-        })
+        }
     }
 
     /// Whether a run saved with `saved` may continue under these settings: everything must
@@ -244,12 +269,6 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&self.noise) {
             return bad(format!("--noise must be in [0, 1], got {}", self.noise));
         }
-        if self.augment != "strong" && self.augment != "weak" {
-            return bad(format!(
-                "--augment must be strong or weak, got '{}'",
-                self.augment
-            ));
-        }
         if self.train_limit == Some(0) || self.test_limit == Some(0) {
             return bad("--train-limit and --test-limit must be at least 1".into());
         }
@@ -283,8 +302,7 @@ impl TrainConfig {
                 return bad("--bins must be at least 1".into());
             }
         }
-        self.data_config()?;
-        Ok(())
+        crate::data::check_config(&self.data_config())
     }
 }
 

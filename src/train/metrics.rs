@@ -72,7 +72,10 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, &text)
 }
 
-/// Draws `plots/accuracy.png`: train and test accuracy over epochs.
+/// The accuracy plot of a run directory.
+pub const ACCURACY_PLOT: &str = "plots/accuracy.png";
+
+/// Draws [`ACCURACY_PLOT`]: train and test accuracy over epochs.
 pub fn plot_accuracy(dir: &Path, lines: &[EpochMetrics]) -> Result<()> {
     let plots = dir.join("plots");
     std::fs::create_dir_all(&plots).map_err(|e| Error::Io {
@@ -83,7 +86,7 @@ pub fn plot_accuracy(dir: &Path, lines: &[EpochMetrics]) -> Result<()> {
         lines.iter().map(|m| (m.epoch as f64, f(m))).collect()
     };
     crate::report::plot::line_chart(
-        &plots.join("accuracy.png"),
+        &dir.join(ACCURACY_PLOT),
         "accuracy",
         "epoch",
         "accuracy (%)",

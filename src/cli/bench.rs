@@ -1,0 +1,113 @@
+//! `bench kernels` and `bench step`.
+
+use clap::Subcommand;
+use dynloss_wgpu::bench::{
+    KernelBench, StepBench, format_steps, format_table, run_kernels, run_steps,
+};
+use dynloss_wgpu::gpu::Gpu;
+use dynloss_wgpu::train::Method;
+use dynloss_wgpu::{Error, Result};
+
+use super::choice;
+
+/// What to benchmark.
+#[derive(Subcommand)]
+pub enum BenchWhat {
+    /// GFLOP/s of matmul and the ResNet-32 convolutions, and sort throughput.
+    Kernels {
+        /// Small sizes for a quick smoke run instead of the reported sizes.
+        #[arg(long)]
+        quick: bool,
+        /// Timed repetitions per line (median reported).
+        #[arg(long)]
+        reps: Option<usize>,
+    },
+    /// Training-step times (images/s, peak GPU memory): ResNet-32 on 3x32x32 and ResNet-8 on
+    /// 1x28x28 at batch 128 unless --depth/--input say otherwise; with --method dl also the
+    /// second-order meta gradient and a whole Dynamic Loss iteration, with their ratio to a
+    /// plain cross-entropy step.
+    Step {
+        /// ce: the plain step only; dl: also the meta gradient and the DL iteration.
+        #[arg(long, value_parser = choice::<Method>(), default_value_t = Method::Ce)]
+        method: Method,
+        /// CIFAR ResNet depth (6n+2) of a single configuration.
+        #[arg(long)]
+        depth: Option<usize>,
+        /// Input channels, height and width of a single configuration, e.g. 3x32x32.
+        #[arg(long)]
+        input: Option<String>,
+        /// Batch size.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Timed repetitions per line (median reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
+}
+
+/// Runs a benchmark on `gpu` and prints its table.
+pub fn run(gpu: &Gpu, what: &BenchWhat) -> Result<()> {
+    match what {
+        BenchWhat::Kernels { quick, reps } => {
+            let mut cfg = if *quick {
+                KernelBench::quick()
+            } else {
+                KernelBench::full()
+            };
+            if let Some(r) = reps {
+                if *r == 0 {
+                    return Err(Error::Config("--reps must be at least 1".into()));
+                }
+                cfg.reps = *r;
+            }
+            let rows = run_kernels(gpu, &cfg)?;
+            print!("{}", format_table(gpu, &rows));
+            Ok(())
+        }
+        BenchWhat::Step {
+            method,
+            depth,
+            input,
+            batch,
+            reps,
+        } => {
+            if *batch < 2 || *reps == 0 {
+                return Err(Error::Config(
+                    "--batch must be at least 2 and --reps at least 1".into(),
+                ));
+            }
+            let configs: Vec<(usize, [usize; 3])> = match (depth, input) {
+                (None, None) => vec![(32, [3, 32, 32]), (8, [1, 28, 28])],
+                (d, i) => vec![(
+                    d.unwrap_or(32),
+                    i.as_deref()
+                        .map(parse_input)
+                        .transpose()?
+                        .unwrap_or([3, 32, 32]),
+                )],
+            };
+            for (depth, input) in configs {
+                let cfg = StepBench {
+                    depth,
+                    input,
+                    classes: 10,
+                    batch: *batch,
+                    reps: *reps,
+                    dynamic_loss: *method == Method::Dl,
+                };
+                let rows = run_steps(gpu, &cfg)?;
+                println!("{}", format_steps(gpu, &cfg, &rows));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `CxHxW`, e.g. `3x32x32`.
+fn parse_input(s: &str) -> Result<[usize; 3]> {
+    let d: Vec<usize> = s.split('x').filter_map(|v| v.parse().ok()).collect();
+    match d[..] {
+        [c, h, w] if c * h * w > 0 => Ok([c, h, w]),
+        _ => Err(Error::Config(format!("--input '{s}' is not CxHxW"))),
+    }
+}

@@ -1,0 +1,166 @@
+//! The command line: clap lives here and nowhere in the library. Each subcommand parses its
+//! flags into the library's types and calls it.
+
+mod bench;
+mod data;
+mod train;
+
+use std::path::PathBuf;
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use dynloss_wgpu::choice::Choice;
+use dynloss_wgpu::gpu::{AdapterRequest, Gpu, adapter};
+use dynloss_wgpu::train::evaluate::evaluate_checkpoint;
+use dynloss_wgpu::train::metrics::plot_runs;
+use dynloss_wgpu::{Error, Result};
+
+/// Robust training on long-tailed, mislabelled image data (Dynamic Loss) on any wgpu GPU.
+#[derive(Parser)]
+#[command(name = "dynloss-wgpu", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    gpu: GpuFlags,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How to choose the GPU.
+#[derive(Args)]
+struct GpuFlags {
+    /// Backends to search, comma separated: vulkan, metal, dx12, gl [env: WGPU_BACKEND]
+    #[arg(long, global = true)]
+    backend: Option<String>,
+    /// Use the adapter whose name contains this text [env: WGPU_ADAPTER_NAME]
+    #[arg(long, global = true)]
+    adapter: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a classifier (default: a quick cross-entropy run on the built-in data set).
+    Train(Box<train::TrainArgs>),
+    /// Evaluate a checkpoint on a data set's test split: overall and per-class accuracy.
+    Eval {
+        /// The checkpoint (checkpoint.safetensors in a run directory).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[command(flatten)]
+        data: data::DataFlags,
+    },
+    /// Data sets: download, or print the statistics of a long-tailed noisy training set.
+    Data {
+        #[command(subcommand)]
+        command: data::DataCommand,
+    },
+    /// Plot the test-accuracy curves of several runs into one chart.
+    Plot {
+        /// Run directories (each with metrics.jsonl).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Output PNG [default: accuracy_comparison.png in the runs' common parent].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// List every GPU adapter found, with the limits and features the kernels rely on.
+    Info,
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchWhat,
+    },
+}
+
+/// A clap parser for a library enum: its names are the possible values.
+fn choice<T: Choice + Send + Sync>() -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::ALL.iter().map(|v| v.name()))
+        .map(|s| T::from_name(&s).expect("clap only passes listed names"))
+}
+
+/// The full command, with the library's defaults written into `train --help`.
+pub fn command() -> clap::Command {
+    Cli::command().mut_subcommand("train", train::with_defaults)
+}
+
+/// Parses the process arguments (exits with clap's message on bad flags).
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+fn request(flags: &GpuFlags) -> AdapterRequest {
+    AdapterRequest {
+        backend: flags.backend.clone(),
+        adapter: flags.adapter.clone(),
+    }
+}
+
+fn info(flags: &GpuFlags) -> Result<()> {
+    let req = request(flags);
+    let backends = req.backends()?;
+    let found = adapter::enumerate(backends);
+    println!(
+        "searched backends: {} ({} adapter(s) found)",
+        adapter::backend_names(backends),
+        found.len()
+    );
+    for (i, a) in found.iter().enumerate() {
+        println!("\n#{i} {}", adapter::describe(a).trim_end());
+    }
+    let chosen = adapter::select(&req)?;
+    let i = chosen.get_info();
+    println!("\nselected: {} ({:?})", i.name, i.backend);
+    Ok(())
+}
+
+fn eval(flags: &GpuFlags, checkpoint: &std::path::Path, data: &data::DataFlags) -> Result<()> {
+    let cfg = data.to_config()?;
+    let gpu = Gpu::new(&request(flags))?;
+    let ev = evaluate_checkpoint(&gpu, checkpoint, &cfg)?;
+    let total: usize = ev.predicted.iter().sum();
+    println!("accuracy: {:.2}%", ev.accuracy);
+    println!("  class {:<20} {:>8} {:>10}", "", "accuracy", "predicted");
+    for (i, a) in ev.per_class.iter().enumerate() {
+        let name = ev
+            .class_names
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| i.to_string());
+        let share = 100.0 * ev.predicted[i] as f64 / total.max(1) as f64;
+        println!("  {i:>5} {name:<20} {a:7.2}% {share:9.2}%");
+    }
+    Ok(())
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Info => info(&cli.gpu),
+        Command::Train(a) => train::run(&cli.gpu, a),
+        Command::Eval { checkpoint, data } => eval(&cli.gpu, checkpoint, data),
+        Command::Data { command } => data::run(command),
+        Command::Plot { runs, out } => {
+            let path = plot_runs(runs, out.as_deref())?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
+        Command::Bench { what } => bench::run(&Gpu::new(&request(&cli.gpu))?, what),
+    }
+}
+
+/// The exit code for an error: 2 when no usable GPU was found, 1 otherwise.
+pub fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::NoAdapter { .. } | Error::AdapterTooSmall { .. } => 2,
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_is_consistent() {
+        // Catches clashing flag names (e.g. two --seed) that clap only reports at run time.
+        super::command().debug_assert();
+    }
+}

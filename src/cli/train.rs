@@ -1,0 +1,350 @@
+//! `train`: flags that map onto [`TrainConfig`] (whose `Default` holds every default), and the
+//! run.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use dynloss_wgpu::Result;
+use dynloss_wgpu::data::DatasetKind;
+use dynloss_wgpu::data::noise::NoiseType;
+use dynloss_wgpu::data::views::View;
+use dynloss_wgpu::gpu::Gpu;
+use dynloss_wgpu::train::{self, Method, RunOptions, TrainConfig};
+
+use super::choice;
+
+/// Flags of `train`; each overrides `--config`, which overrides the defaults. A flag's field
+/// name is the config key it sets (`--batch-size` sets `batch_size`; Dynamic Loss flags set
+/// keys of the `[dl]` table).
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Read settings from this TOML file (keys as the long flags, with `_`; `[dl]` table)
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// ce (cross-entropy), bs (Balanced Softmax) or dl (Dynamic Loss)
+    #[arg(long, value_parser = choice::<Method>())]
+    method: Option<Method>,
+    /// Data set
+    #[arg(long, value_parser = choice::<DatasetKind>())]
+    dataset: Option<DatasetKind>,
+    /// Folder with the data set's files [default: data]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Long-tail imbalance ratio rho
+    #[arg(long, allow_negative_numbers = true)]
+    imbalance: Option<f64>,
+    /// Label-noise rate lambda
+    #[arg(long, allow_negative_numbers = true)]
+    noise: Option<f64>,
+    /// Noise model: lt (the paper's), sym or asym
+    #[arg(long, value_parser = choice::<NoiseType>())]
+    noise_type: Option<NoiseType>,
+    /// Resize images to this side [default: native; 32 for folders and lists]
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Model name (resnet8/14/20/32, preact_resnet18, resnet10, vgg19_bn) or TOML file
+    #[arg(long)]
+    model: Option<String>,
+    /// Epochs
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Batch size
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Peak learning rate
+    #[arg(long, allow_negative_numbers = true)]
+    lr: Option<f32>,
+    /// SGD momentum
+    #[arg(long, allow_negative_numbers = true)]
+    momentum: Option<f32>,
+    /// Weight decay
+    #[arg(long, allow_negative_numbers = true)]
+    weight_decay: Option<f32>,
+    /// Linear lr warm-up epochs before the cosine decay
+    #[arg(long)]
+    lr_warmup_epochs: Option<usize>,
+    /// Training view: strong (crop, flip, AutoAugment, Cutout) or weak (normalise only)
+    #[arg(long, value_parser = choice::<View>())]
+    augment: Option<View>,
+    /// Seed of everything random
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Train on a random subset of this many samples [default: the quick run's size on the
+    /// built-in set, all otherwise]
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Evaluate on a random subset of this many test samples
+    #[arg(long)]
+    test_limit: Option<usize>,
+    /// Use the whole training set and the native image size (cancels the built-in set's quick
+    /// run)
+    #[arg(long)]
+    full: bool,
+    /// Data-preparation threads
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Output directory [default: runs/<method>-<dataset>-<model>-s<seed>, made unique]
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the interrupted run in this directory
+    #[arg(long, conflicts_with = "out")]
+    resume: Option<PathBuf>,
+    /// Stop after this many epochs of this invocation (continue later with --resume)
+    #[arg(long)]
+    stop_after: Option<usize>,
+    /// Plain log lines instead of a progress bar
+    #[arg(long)]
+    no_progress: bool,
+    /// dl: warm-up epochs (plain CE + corrector fit)
+    #[arg(long)]
+    warmup_epochs: Option<usize>,
+    /// dl: loss-rank bins R [default: 100 for <= 10 classes, else 50]
+    #[arg(long)]
+    bins: Option<usize>,
+    /// dl: meta-net Adam learning rate
+    #[arg(long, allow_negative_numbers = true)]
+    meta_lr: Option<f32>,
+    /// dl ablation: no label corrector
+    #[arg(long)]
+    no_label_corrector: bool,
+    /// dl ablation: no margin generator
+    #[arg(long)]
+    no_margin_generator: bool,
+    /// dl ablation: Balanced Softmax margins with the corrector (needs --no-margin-generator)
+    #[arg(long)]
+    balanced_softmax: bool,
+    /// dl ablation: plain vectors instead of the two MLPs
+    #[arg(long)]
+    vector_meta: bool,
+    /// dl ablation: lowest-loss samples of the whole class as the meta set
+    #[arg(long)]
+    naive_sampling: bool,
+    /// dl speed knob: virtual step over the last K parameterised layers only
+    #[arg(long)]
+    meta_layers: Option<usize>,
+    /// dl stabiliser: scale the meta step by the classifier's lr / peak lr
+    #[arg(long)]
+    meta_lr_follows_classifier: bool,
+    /// dl stabiliser: bound the margins softly to (-B, B)
+    #[arg(long, allow_negative_numbers = true)]
+    margin_bound: Option<f32>,
+    /// dl stabiliser: stop meta updates after this fraction of the epochs
+    #[arg(long, allow_negative_numbers = true)]
+    meta_stop: Option<f64>,
+}
+
+/// Appends `[default: V]` to the help of every flag whose config key has a default, taken
+/// from `TrainConfig::default()` so that no default is written twice.
+pub fn with_defaults(cmd: clap::Command) -> clap::Command {
+    let defaults = config_keys(&TrainConfig::default());
+    cmd.mut_args(|arg| {
+        let shown = defaults
+            .iter()
+            .find(|(k, _)| k == arg.get_id().as_str())
+            .and_then(|(_, v)| match v {
+                serde_json::Value::Null | serde_json::Value::Bool(_) => None,
+                serde_json::Value::String(s) => Some(s.clone()),
+                v => Some(v.to_string()),
+            });
+        match (shown, arg.get_help()) {
+            (Some(v), Some(help)) if !help.to_string().contains("[default:") => {
+                let help = format!("{help} [default: {v}]");
+                arg.help(help)
+            }
+            _ => arg,
+        }
+    })
+}
+
+/// Every config key with its value, the `[dl]` table flattened (flag names are unique).
+fn config_keys(cfg: &TrainConfig) -> Vec<(String, serde_json::Value)> {
+    let serde_json::Value::Object(top) = serde_json::to_value(cfg).expect("config serialises")
+    else {
+        unreachable!("a struct serialises to an object")
+    };
+    let mut keys = Vec::new();
+    for (k, v) in top {
+        match v {
+            serde_json::Value::Object(inner) => keys.extend(inner),
+            v => keys.push((k, v)),
+        }
+    }
+    keys
+}
+
+/// `base` (defaults, a config file, or a resumed run's settings) with the given flags applied.
+fn apply_flags(a: &TrainArgs, base: TrainConfig) -> TrainConfig {
+    let mut c = base;
+    macro_rules! set {
+        ($cfg:expr; $($field:ident),*) => {
+            $( if let Some(v) = &a.$field { $cfg.$field = v.clone().into(); } )*
+        };
+    }
+    macro_rules! switch {
+        ($cfg:expr; $($field:ident),*) => { $( $cfg.$field |= a.$field; )* };
+    }
+    set!(c; method, dataset, data_dir, imbalance, noise, noise_type, image_size, model, epochs);
+    set!(c; batch_size, lr, momentum, weight_decay, lr_warmup_epochs, augment, seed, workers);
+    set!(c; train_limit, test_limit);
+    set!(c.dl; warmup_epochs, bins, meta_lr, meta_layers, margin_bound, meta_stop);
+    switch!(c.dl; no_label_corrector, no_margin_generator, balanced_softmax, vector_meta);
+    switch!(c.dl; naive_sampling, meta_lr_follows_classifier);
+    c
+}
+
+fn default_out(c: &TrainConfig) -> PathBuf {
+    let base = format!(
+        "runs/{}-{}-{}-s{}",
+        c.method,
+        c.dataset,
+        c.model.replace(['/', '.'], "_"),
+        c.seed
+    );
+    let mut p = PathBuf::from(&base);
+    let mut k = 2;
+    while p.exists() {
+        p = PathBuf::from(format!("{base}-{k}"));
+        k += 1;
+    }
+    p
+}
+
+/// Resolves the settings, trains, and says where everything was written.
+pub fn run(gpu_flags: &super::GpuFlags, a: &TrainArgs) -> Result<()> {
+    let (cfg, out, resume) = match &a.resume {
+        Some(dir) => {
+            let saved = train::state::saved_config(&dir.join(train::state::CHECKPOINT))?;
+            (apply_flags(a, saved), dir.clone(), true)
+        }
+        None => {
+            let base = match &a.config {
+                Some(path) => TrainConfig::from_file(path)?,
+                None => TrainConfig::default(),
+            };
+            let mut cfg = apply_flags(a, base);
+            if !a.full {
+                cfg.apply_quick_run();
+            }
+            let out = a.out.clone().unwrap_or_else(|| default_out(&cfg));
+            (cfg, out, false)
+        }
+    };
+    cfg.validate()?;
+    let gpu = Gpu::new(&super::request(gpu_flags))?;
+    eprintln!("{} -> {}", cfg.describe(&gpu.info().name), out.display());
+    let opts = RunOptions {
+        out: out.clone(),
+        resume,
+        stop_after: a.stop_after,
+        progress: if a.no_progress { Some(false) } else { None },
+        verbose: true,
+    };
+    let s = train::train(&gpu, &cfg, &opts)?;
+    println!(
+        "done: {} epochs in {:.0} s, last test accuracy {:.2}%, best {:.2}%",
+        s.epochs, s.seconds, s.last_acc, s.best_acc
+    );
+    println!("results:    {}", out.join("summary.json").display());
+    println!("metrics:    {}", out.join(train::state::METRICS).display());
+    println!(
+        "checkpoint: {}",
+        out.join(train::state::CHECKPOINT).display()
+    );
+    println!(
+        "plot:       {}",
+        out.join(train::metrics::ACCURACY_PLOT).display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// Flags of `train` that are not config keys.
+    const RUN_FLAGS: [&str; 7] = [
+        "config",
+        "full",
+        "out",
+        "resume",
+        "stop_after",
+        "no_progress",
+        "help",
+    ];
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: TrainArgs,
+    }
+
+    /// A value other than the default for each config key, typed as a user would.
+    fn other_value(key: &str, default: &serde_json::Value) -> Option<String> {
+        use serde_json::Value;
+        Some(match (key, default) {
+            ("method", _) => "dl".into(),
+            ("dataset", _) => "mnist".into(),
+            ("noise_type", _) => "sym".into(),
+            ("augment", _) => "weak".into(),
+            ("model", _) => "vgg19_bn".into(),
+            ("data_dir", _) => "elsewhere".into(),
+            (_, Value::Bool(false)) => return None,
+            (_, Value::Null) => "3".into(),
+            (_, Value::Number(n)) if n.is_u64() => (n.as_u64().unwrap() + 2).to_string(),
+            (_, Value::Number(n)) => (n.as_f64().unwrap() + 0.25).to_string(),
+            (k, v) => panic!("no test value for {k} = {v}"),
+        })
+    }
+
+    #[test]
+    fn every_config_key_has_a_flag_that_sets_it() {
+        let defaults = config_keys(&TrainConfig::default());
+        let mut argv = vec!["x".to_string()];
+        for (k, v) in &defaults {
+            argv.push(format!("--{}", k.replace('_', "-")));
+            argv.extend(other_value(k, v));
+        }
+        let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{e}"));
+        let set = config_keys(&apply_flags(&cli.args, TrainConfig::default()));
+        for ((k, before), (k2, after)) in defaults.iter().zip(&set) {
+            assert_eq!(k, k2);
+            assert_ne!(before, after, "--{k} did not change the config");
+        }
+        // And every flag is either a config key or a run option.
+        let cmd = <Cli as clap::CommandFactory>::command();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            assert!(
+                RUN_FLAGS.contains(&id) || defaults.iter().any(|(k, _)| k == id),
+                "--{id} is neither a config key nor a run option"
+            );
+        }
+    }
+
+    #[test]
+    fn help_shows_the_library_defaults() {
+        let cmd = with_defaults(<Cli as clap::CommandFactory>::command());
+        let help = |id: &str| {
+            cmd.get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_help())
+                .map(|h| h.to_string())
+                .unwrap()
+        };
+        let d = TrainConfig::default();
+        assert!(help("epochs").ends_with(&format!("[default: {}]", d.epochs)));
+        assert!(help("method").ends_with(&format!("[default: {}]", d.method)));
+        assert!(help("meta_lr").ends_with(&format!("[default: {}]", d.dl.meta_lr)));
+        // Its own default text is kept, not doubled.
+        assert_eq!(help("data_dir").matches("[default:").count(), 1);
+    }
+
+    #[test]
+    fn negative_numbers_reach_the_library_check() {
+        let cli = Cli::try_parse_from(["x", "--lr", "-1"]).unwrap();
+        let cfg = apply_flags(&cli.args, TrainConfig::default());
+        let msg = cfg.validate().unwrap_err().to_string();
+        assert!(msg.contains("--lr"), "{msg}");
+    }
+}

@@ -1,0 +1,243 @@
+//! The classifier being trained, as one owner of its state: model, parameters, batch-norm
+//! running statistics, SGD momentum buffers, the learning-rate schedule and the step count.
+//! Every training loop goes through [`Classifier::step`], so the learning rate a step uses,
+//! the counter it advances and the divergence check are decided in one place.
+
+use std::path::Path;
+
+use crate::autograd::{self as ag, Var};
+use crate::data::views::Loader;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::nn::{Mode, Model, RunningStats, init::init_params, update_running_stats};
+use crate::optim::{CosineSchedule, Sgd};
+use crate::tensor::Tensor;
+
+use super::checkpoint::Checkpoint;
+use super::config::TrainConfig;
+
+/// What one training step returns.
+pub struct Stepped {
+    /// The batch loss before the update.
+    pub loss: f32,
+    /// The logits the loss was computed from, [B, classes].
+    pub logits: Tensor,
+}
+
+/// Model, parameters, running statistics, optimizer, schedule and step count.
+pub struct Classifier {
+    gpu: Gpu,
+    model: Model,
+    params: Vec<Tensor>,
+    running: RunningStats,
+    sgd: Sgd,
+    schedule: CosineSchedule,
+    /// Steps taken that advance the schedule.
+    step: usize,
+    /// The epoch in progress (0-based), for messages.
+    epoch: usize,
+}
+
+impl Classifier {
+    /// A freshly initialised classifier with `cfg`'s optimizer and a schedule over
+    /// `steps_per_epoch` x `cfg.epochs` steps.
+    pub fn new(gpu: &Gpu, cfg: &TrainConfig, model: Model, steps_per_epoch: usize) -> Result<Self> {
+        let params = init_params(gpu, &model, cfg.seed)?;
+        let running = model.new_running_stats(gpu);
+        let sgd = Sgd::new(&params, cfg.momentum, cfg.weight_decay);
+        let schedule = CosineSchedule {
+            base_lr: cfg.lr,
+            warmup_steps: cfg.lr_warmup_epochs * steps_per_epoch,
+            total_steps: cfg.epochs * steps_per_epoch,
+            warmup_start: 0.1,
+        };
+        Ok(Classifier {
+            gpu: gpu.clone(),
+            model,
+            params,
+            running,
+            sgd,
+            schedule,
+            step: 0,
+            epoch: 0,
+        })
+    }
+
+    /// The architecture.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The parameters, in the model's order.
+    pub fn params(&self) -> &[Tensor] {
+        &self.params
+    }
+
+    /// Batch-norm running statistics.
+    pub fn running(&self) -> &RunningStats {
+        &self.running
+    }
+
+    /// The SGD optimizer (momentum, weight decay, momentum buffers).
+    pub fn sgd(&self) -> &Sgd {
+        &self.sgd
+    }
+
+    /// Parameter names, in order.
+    pub fn param_names(&self) -> Vec<String> {
+        self.model.params.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// Marks the start of epoch `epoch` (0-based).
+    pub fn begin_epoch(&mut self, epoch: usize) {
+        self.epoch = epoch;
+    }
+
+    /// The learning rate the next step will use.
+    pub fn lr(&self) -> f32 {
+        self.schedule.lr(self.step)
+    }
+
+    /// The schedule's peak learning rate.
+    pub fn peak_lr(&self) -> f32 {
+        self.schedule.base_lr
+    }
+
+    /// The learning rate of the most recent step (the first step's before any).
+    pub fn last_lr(&self) -> f32 {
+        self.schedule.lr(self.step.saturating_sub(1))
+    }
+
+    /// Steps taken so far on the schedule.
+    pub fn steps(&self) -> usize {
+        self.step
+    }
+
+    /// One training step on images `x` [B, C, H, W]: forward in training mode, the loss
+    /// `loss_of(logits)`, backward, SGD at [`Self::lr`], running-statistics update; advances the
+    /// schedule. Fails if the loss is not finite.
+    pub fn step(
+        &mut self,
+        x: &Tensor,
+        loss_of: impl FnOnce(&Var) -> Result<Var>,
+    ) -> Result<Stepped> {
+        let out = self.update(x, loss_of)?;
+        self.step += 1;
+        self.check(out.loss)?;
+        Ok(out)
+    }
+
+    /// A step like [`Self::step`] at the current learning rate that does not advance the
+    /// schedule (the Dynamic Loss's pass over the meta set after each epoch).
+    pub fn step_off_schedule(
+        &mut self,
+        x: &Tensor,
+        loss_of: impl FnOnce(&Var) -> Result<Var>,
+    ) -> Result<Stepped> {
+        let out = self.update(x, loss_of)?;
+        self.check(out.loss)?;
+        Ok(out)
+    }
+
+    fn update(&mut self, x: &Tensor, loss_of: impl FnOnce(&Var) -> Result<Var>) -> Result<Stepped> {
+        let leaves: Vec<Var> = self
+            .params
+            .iter()
+            .map(|t| Var::leaf(t.clone(), true))
+            .collect();
+        let (logits, stats) = self.model.forward(
+            &leaves,
+            &Var::constant(x.clone()),
+            Mode::Train,
+            &self.running,
+        )?;
+        let loss = loss_of(&logits)?;
+        let refs: Vec<&Var> = leaves.iter().collect();
+        let grads = ag::backward(&loss, &refs)?;
+        self.sgd.step(&self.params, &grads, self.lr())?;
+        update_running_stats(&self.running, &stats)?;
+        Ok(Stepped {
+            loss: loss.value().item()?,
+            logits: logits.value().clone(),
+        })
+    }
+
+    fn check(&self, loss: f32) -> Result<()> {
+        if loss.is_finite() {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "training diverged: loss became {loss} at epoch {} step {} (lr {}); the last good checkpoint is kept",
+            self.epoch + 1,
+            self.step,
+            self.last_lr()
+        )))
+    }
+
+    /// Logits of images `x` without recording a graph; `mode` chooses batch or running
+    /// statistics.
+    pub fn logits(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let consts: Vec<Var> = self
+            .params
+            .iter()
+            .map(|t| Var::constant(t.clone()))
+            .collect();
+        let out = ag::no_grad(|| {
+            self.model
+                .forward(&consts, &Var::constant(x.clone()), mode, &self.running)
+                .map(|r| r.0)
+        })?;
+        Ok(out.value().clone())
+    }
+
+    /// Logits of every batch of `loader` in evaluation mode, row-major [N, classes].
+    pub fn predict(&self, loader: Loader) -> Result<Vec<f32>> {
+        let [c, h, w] = self.model.input;
+        let mut out = Vec::new();
+        for batch in loader {
+            let b = batch.labels.len();
+            let x = Tensor::from_f32(&self.gpu, &[b, c, h, w], &batch.x)?;
+            out.extend(self.logits(&x, Mode::Eval)?.to_f32_vec()?);
+        }
+        Ok(out)
+    }
+
+    fn bn_names(&self) -> (Vec<String>, Vec<String>) {
+        let n = self.running.mean.len();
+        (
+            (0..n).map(|i| format!("{i}.running_mean")).collect(),
+            (0..n).map(|i| format!("{i}.running_var")).collect(),
+        )
+    }
+
+    /// Adds parameters, momentum buffers, running statistics and the step count to `ck`.
+    pub fn save(&self, ck: &mut Checkpoint) -> Result<()> {
+        let names = self.param_names();
+        ck.push_tensors("param", &names, &self.params)?;
+        ck.push_tensors("sgd", &names, &self.sgd.buffers)?;
+        let (rm, rv) = self.bn_names();
+        ck.push_tensors("bn", &rm, &self.running.mean)?;
+        ck.push_tensors("bn", &rv, &self.running.var)?;
+        ck.meta.insert("step".into(), self.step.to_string());
+        Ok(())
+    }
+
+    /// Restores what [`Self::save`] wrote (to continue training).
+    pub fn restore(&mut self, path: &Path, ck: &Checkpoint) -> Result<()> {
+        self.restore_weights(path, ck)?;
+        ck.restore(path, "sgd", &self.param_names(), &self.sgd.buffers)?;
+        self.step = ck.get(path, "step")?.parse().map_err(|_| Error::Format {
+            path: path.into(),
+            msg: "bad step".into(),
+        })?;
+        Ok(())
+    }
+
+    /// Restores the parameters and running statistics only (to evaluate).
+    pub fn restore_weights(&mut self, path: &Path, ck: &Checkpoint) -> Result<()> {
+        ck.restore(path, "param", &self.param_names(), &self.params)?;
+        let (rm, rv) = self.bn_names();
+        ck.restore(path, "bn", &rm, &self.running.mean)?;
+        ck.restore(path, "bn", &rv, &self.running.var)
+    }
+}

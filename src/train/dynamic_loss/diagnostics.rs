@@ -1,0 +1,204 @@
+//! What the Dynamic Loss reports each epoch: the meta net's state (label weights g, margins
+//! q, meta loss), how well the corrected labels match the truth, alarms when the meta update
+//! diverges, and the plots of these.
+
+use serde::{Deserialize, Serialize};
+
+use super::DynamicLoss;
+use crate::autograd as ag;
+use crate::dynloss::ranking::Ranking;
+use crate::error::{Error, Result};
+use crate::train::method::EpochEnv;
+
+/// Margin magnitude above which the run reports that the margins are diverging.
+pub const MARGIN_ALARM: f64 = 20.0;
+
+/// Per-epoch diagnostics of the meta net, stored under `extra` in `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DlDiagnostics {
+    /// True when this epoch was a warm-up epoch.
+    pub warmup: bool,
+    /// Mean meta loss over the epoch's meta steps (none in warm-up).
+    pub meta_loss: Option<f64>,
+    /// Largest |q_c|.
+    pub max_abs_margin: f64,
+    /// The margins q (after the bound, if any).
+    pub margins: Vec<f64>,
+    /// Share of training samples whose corrected label argmax(y*) is the true label, percent.
+    pub label_correction_acc: f64,
+    /// Share whose given label is the true label, percent (the no-correction reference).
+    pub given_label_acc: f64,
+    /// Per class: share of samples (by given label) with g < 0.5, percent.
+    pub est_noise_rate: Vec<f64>,
+    /// g(r | y) for every bin r (rows) and class y (columns).
+    pub g_table: Vec<Vec<f64>>,
+    /// Meta-set size.
+    pub meta_set: usize,
+    /// A warning when the margins or the meta loss diverge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<String>,
+}
+
+impl DynamicLoss {
+    pub(super) fn diagnostics(
+        &self,
+        env: &EpochEnv,
+        ranking: &Ranking,
+        logits: &[f32],
+        warmup: bool,
+        meta_loss: Option<f64>,
+        meta_set: usize,
+    ) -> Result<DlDiagnostics> {
+        let data = env.data;
+        let c = data.train.classes;
+        let tv = self.theta_consts();
+        let g = ag::no_grad(|| self.meta.label_weight_table(&tv))?.to_f32_vec()?;
+        let q: Vec<f64> = if self.parts().generator {
+            ag::no_grad(|| self.meta.bounded_margins(&tv, self.settings.margin_bound))?
+                .value()
+                .to_f32_vec()?
+                .iter()
+                .map(|&v| v as f64)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (mut hit, mut given_hit) = (0usize, 0usize);
+        let mut low = vec![0usize; c];
+        for (i, (&y, &truth)) in data.train.labels.iter().zip(&data.true_labels).enumerate() {
+            let w = if self.parts().corrector {
+                g[ranking.bins[i] as usize * c + y as usize] as f64
+            } else {
+                1.0
+            };
+            let row = &logits[i * c..(i + 1) * c];
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let z: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
+            let mut best = 0;
+            let mut best_v = f64::NEG_INFINITY;
+            for (j, &v) in row.iter().enumerate() {
+                let ys =
+                    (1.0 - w) * (v as f64 - m).exp() / z + if j == y as usize { w } else { 0.0 };
+                if ys > best_v {
+                    best_v = ys;
+                    best = j;
+                }
+            }
+            hit += (best == truth as usize) as usize;
+            given_hit += (y == truth) as usize;
+            low[y as usize] += (w < 0.5) as usize;
+        }
+        let n = data.train.len().max(1) as f64;
+        let max_abs_margin = q.iter().map(|v| v.abs()).fold(0.0, f64::max);
+        let best_meta = self
+            .history
+            .iter()
+            .filter_map(|h| h.meta_loss)
+            .fold(f64::INFINITY, f64::min);
+        let alarm = if max_abs_margin > MARGIN_ALARM {
+            Some(format!(
+                "margins diverging: max |q| = {max_abs_margin:.1} (consider --margin-bound or --meta-lr-follows-classifier)"
+            ))
+        } else {
+            meta_loss
+                .filter(|&m| best_meta.is_finite() && m > 2.0 * best_meta)
+                .map(|m| format!("meta loss rising: {m:.3} vs best {best_meta:.3}"))
+        };
+        Ok(DlDiagnostics {
+            warmup,
+            meta_loss,
+            max_abs_margin,
+            margins: q,
+            label_correction_acc: 100.0 * hit as f64 / n,
+            given_label_acc: 100.0 * given_hit as f64 / n,
+            est_noise_rate: low
+                .iter()
+                .zip(&self.counts)
+                .map(|(&l, &t)| {
+                    if t == 0 {
+                        0.0
+                    } else {
+                        100.0 * l as f64 / t as f64
+                    }
+                })
+                .collect(),
+            g_table: (0..self.bins)
+                .map(|r| (0..c).map(|y| g[r * c + y] as f64).collect())
+                .collect(),
+            meta_set,
+            alarm,
+        })
+    }
+
+    /// Writes the label-weight, margin and label-accuracy plots of the latest epoch.
+    pub(super) fn plots(&self, env: &EpochEnv) -> Result<()> {
+        let dir = env.out;
+        use crate::report::plot::{bar_chart, line_chart};
+        let last = self.history.last().expect("called after an epoch");
+        let plots = dir.join("plots");
+        std::fs::create_dir_all(&plots).map_err(|e| Error::Io {
+            path: plots.clone(),
+            source: e,
+        })?;
+        let names = &env.data.train.class_names;
+        let curves: Vec<(String, Vec<(f64, f64)>)> = (0..env.data.train.classes)
+            .map(|y| {
+                (
+                    names.get(y).cloned().unwrap_or_else(|| y.to_string()),
+                    last.g_table
+                        .iter()
+                        .enumerate()
+                        .map(|(r, row)| (r as f64, row[y]))
+                        .collect(),
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, Vec<(f64, f64)>)> = curves
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.clone()))
+            .collect();
+        line_chart(
+            &plots.join("label_weights.png"),
+            "label weight g(r|y) per class",
+            "loss-rank bin r",
+            "g",
+            &refs,
+        )?;
+        if !last.margins.is_empty() {
+            let logn: Vec<f64> = self
+                .counts
+                .iter()
+                .map(|&n| (n.max(1) as f64).ln())
+                .collect();
+            let mean = logn.iter().sum::<f64>() / logn.len() as f64;
+            bar_chart(
+                &plots.join("margins.png"),
+                "learned margin q and centred log class count",
+                names,
+                &[
+                    ("margin q", last.margins.clone()),
+                    ("ln(count) - mean", logn.iter().map(|v| v - mean).collect()),
+                ],
+            )?;
+        }
+        let acc: Vec<(f64, f64)> = self
+            .history
+            .iter()
+            .enumerate()
+            .map(|(e, h)| ((e + 1) as f64, h.label_correction_acc))
+            .collect();
+        let given: Vec<(f64, f64)> = self
+            .history
+            .iter()
+            .enumerate()
+            .map(|(e, h)| ((e + 1) as f64, h.given_label_acc))
+            .collect();
+        line_chart(
+            &plots.join("label_accuracy.png"),
+            "label-correction accuracy",
+            "epoch",
+            "accuracy (%)",
+            &[("corrected labels", acc), ("given labels", given)],
+        )
+    }
+}

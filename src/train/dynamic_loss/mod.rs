@@ -1,0 +1,424 @@
+//! `train --method dl`: the Dynamic Loss as a training method. Each epoch ranks the training
+//! samples and splits off the meta set, then runs either a warm-up epoch (cross-entropy while
+//! the label corrector is fitted to the given labels) or a meta epoch (meta step + real step
+//! every iteration, then one pass over the meta set). The algorithm itself (meta net, virtual
+//! step and meta gradient, ranks and sampling) is in `crate::dynloss`.
+
+mod diagnostics;
+
+use std::path::Path;
+
+use crate::autograd::{self as ag, Var};
+use crate::data::mix64;
+use crate::data::views::View;
+use crate::dynloss::meta_net::{MetaNet, corrected_labels};
+use crate::dynloss::meta_step::{
+    MetaBatch, MetaParts, Pseudo, VirtualSgd, classifier_loss, last_layers, meta_gradient,
+    pseudo_labels,
+};
+use crate::dynloss::ranking::{MetaSplit, Ranking, hierarchical_split, rank};
+use crate::error::{Error, Result};
+use crate::nn::Mode;
+use crate::optim::Adam;
+use crate::tensor::Tensor;
+
+use super::baseline::log_counts;
+use super::checkpoint::Checkpoint;
+use super::classifier::Classifier;
+use super::config::{DlConfig, TrainConfig};
+use super::data::{TrainData, epoch_order};
+use super::method::{EpochEnv, EpochStats, TrainingMethod};
+pub use diagnostics::{DlDiagnostics, MARGIN_ALARM};
+
+/// State of the Dynamic Loss method: the meta net, its optimizer and the settings.
+pub struct DynamicLoss {
+    settings: DlConfig,
+    meta: MetaNet,
+    theta: Vec<Tensor>,
+    adam: Adam,
+    virtual_params: Vec<usize>,
+    fixed_margins: Option<Tensor>,
+    bins: usize,
+    history: Vec<DlDiagnostics>,
+    counts: Vec<usize>,
+}
+
+/// The batches of one meta iteration, uploaded.
+struct Uploaded {
+    weak: Tensor,
+    strong: Tensor,
+    labels: Tensor,
+    meta_x: Tensor,
+    meta_labels: Tensor,
+    bins: Tensor,
+}
+
+impl DynamicLoss {
+    /// The meta net, its Adam optimizer and the ablation settings for a run of `cfg` on
+    /// `data` training `clf`.
+    pub fn new(
+        gpu: &crate::gpu::Gpu,
+        cfg: &TrainConfig,
+        data: &TrainData,
+        clf: &Classifier,
+    ) -> Result<DynamicLoss> {
+        let d = &cfg.dl;
+        let classes = data.train.classes;
+        let bins = d.bins.unwrap_or(if classes <= 10 { 100 } else { 50 });
+        let meta = MetaNet::new(bins, classes, d.vector_meta);
+        let theta = meta.init(gpu, cfg.seed ^ 0x5EED)?;
+        let adam = Adam::new(&theta, d.meta_lr, 0.0);
+        let fixed_margins = if d.balanced_softmax {
+            Some(log_counts(gpu, &data.train.labels, classes)?)
+        } else {
+            None
+        };
+        Ok(DynamicLoss {
+            settings: d.clone(),
+            virtual_params: last_layers(&clf.param_names(), d.meta_layers),
+            meta,
+            theta,
+            adam,
+            fixed_margins,
+            bins,
+            history: Vec::new(),
+            counts: crate::data::count_labels(&data.train.labels, classes),
+        })
+    }
+
+    fn parts(&self) -> MetaParts<'_> {
+        MetaParts {
+            corrector: !self.settings.no_label_corrector,
+            generator: !self.settings.no_margin_generator,
+            fixed_margins: self.fixed_margins.as_ref(),
+            margin_bound: self.settings.margin_bound,
+        }
+    }
+
+    fn theta_consts(&self) -> Vec<Var> {
+        self.theta
+            .iter()
+            .map(|t| Var::constant(t.clone()))
+            .collect()
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.meta.params.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// Losses (weak view, eval mode, cross-entropy on given labels, computed on the GPU) and
+    /// logits of every training sample.
+    fn losses_and_logits(env: &EpochEnv, clf: &Classifier) -> Result<(Vec<f32>, Vec<f32>)> {
+        let train = &env.data.train;
+        let n = train.len();
+        let logits = clf.predict(env.data.predict_loader(train, (0..n).collect(), 7)?)?;
+        let c = train.classes;
+        let mut losses = Vec::with_capacity(n);
+        for start in (0..n).step_by(8192) {
+            let end = (start + 8192).min(n);
+            let lt = Tensor::from_f32(env.gpu, &[end - start, c], &logits[start * c..end * c])?;
+            let lab = Tensor::from_u32(env.gpu, &[end - start], &train.labels[start..end])?;
+            losses
+                .extend(crate::tensor::softmax::cross_entropy_hard(&lt, &lab, None)?.to_f32_vec()?);
+        }
+        Ok((losses, logits))
+    }
+
+    fn bins_tensor(env: &EpochEnv, ranking: &Ranking, indices: &[usize]) -> Result<Tensor> {
+        let b: Vec<u32> = indices.iter().map(|&i| ranking.bins[i]).collect();
+        Tensor::from_u32(env.gpu, &[b.len()], &b)
+    }
+
+    /// `split.train` in this epoch's order.
+    fn train_order(env: &EpochEnv, split: &MetaSplit, epoch: usize) -> Vec<usize> {
+        epoch_order(split.train.len(), env.cfg.seed, epoch)
+            .into_iter()
+            .map(|i| split.train[i])
+            .collect()
+    }
+
+    /// Warm-up epoch: cross-entropy on the given labels; meanwhile the corrector learns to
+    /// reproduce them (CE between y* and the one-hot label, yhat = softmax of the epoch-start
+    /// weak logits).
+    fn warmup_epoch(
+        &mut self,
+        env: &EpochEnv,
+        clf: &mut Classifier,
+        epoch: usize,
+        split: &MetaSplit,
+        ranking: &Ranking,
+        logits: &[f32],
+    ) -> Result<EpochStats> {
+        let order = Self::train_order(env, split, epoch);
+        let loader = env.data.loader(order, env.cfg.augment, epoch, 1)?;
+        let c = env.data.train.classes;
+        let fit = !self.settings.no_label_corrector;
+        let mut st = EpochStats::default();
+        for batch in loader {
+            let (x, labels) = env.data.upload(env.gpu, &batch.x, &batch.labels)?;
+            let out = clf.step(&x, |logits| {
+                ag::mean_all(&ag::cross_entropy(logits, &labels, None)?)
+            })?;
+            if fit {
+                let rows: Vec<f32> = batch
+                    .indices
+                    .iter()
+                    .flat_map(|&i| logits[i * c..(i + 1) * c].iter().copied())
+                    .collect();
+                let lt = Tensor::from_f32(env.gpu, &[batch.indices.len(), c], &rows)?;
+                let yhat = pseudo_labels(&lt, Pseudo::Softmax)?;
+                let bins = Self::bins_tensor(env, ranking, &batch.indices)?;
+                self.fit_corrector(&bins, &labels, &yhat)?;
+            }
+            st.record(out.loss, &out.logits, &batch.labels)?;
+            env.tick(|| format!("warm-up loss {:.3}", st.mean_loss()));
+        }
+        Ok(st)
+    }
+
+    /// One Adam step of the corrector towards reproducing the given labels: cross-entropy of
+    /// y* against the one-hot label, i.e. -log y*_y.
+    fn fit_corrector(&mut self, bins: &Tensor, labels: &Tensor, yhat: &Tensor) -> Result<()> {
+        let tv: Vec<Var> = self
+            .theta
+            .iter()
+            .map(|t| Var::leaf(t.clone(), true))
+            .collect();
+        let g = self.meta.label_weights(&tv, bins, labels)?;
+        let ystar = corrected_labels(&g, labels, yhat)?;
+        let nll = ag::neg(&ag::log(&ag::pick(&ystar, labels)?)?)?;
+        let fit_loss = ag::mean_all(&nll)?;
+        let refs: Vec<&Var> = tv.iter().collect();
+        let grads = ag::backward(&fit_loss, &refs)?;
+        self.adam.update(&self.theta, &grads)
+    }
+
+    /// A meta-batch order long enough for `iters` batches of `mb`: reshuffled meta set repeats.
+    fn meta_order(seed: u64, meta: &[usize], iters: usize, mb: usize, epoch: usize) -> Vec<usize> {
+        let mut order = Vec::with_capacity(iters * mb + meta.len());
+        let mut round = 0;
+        while order.len() < iters * mb {
+            let perm = epoch_order(meta.len(), seed ^ 0xA11CE, epoch * 1000 + round);
+            order.extend(perm.into_iter().map(|i| meta[i]));
+            round += 1;
+        }
+        order
+    }
+
+    /// Meta epoch: every iteration a meta step (virtual step, meta loss, Adam on the meta net)
+    /// then the real step with the updated meta net. Returns the stats and the mean meta loss.
+    fn meta_epoch(
+        &mut self,
+        env: &EpochEnv,
+        clf: &mut Classifier,
+        epoch: usize,
+        split: &MetaSplit,
+        ranking: &Ranking,
+    ) -> Result<(EpochStats, Option<f64>)> {
+        let cfg = env.cfg;
+        let order = Self::train_order(env, split, epoch);
+        let weak = env.data.loader(order.clone(), View::Weak, epoch, 2)?;
+        let strong = env.data.loader(order, cfg.augment, epoch, 1)?;
+        let iters = weak.num_batches();
+        let mb = cfg.batch_size.min(split.meta.len()).max(1);
+        let meta_loader = crate::data::views::Loader::new(
+            env.data.train.clone(),
+            Self::meta_order(cfg.seed, &split.meta, iters, mb, epoch),
+            mb,
+            cfg.augment,
+            env.data.mean.clone(),
+            env.data.std.clone(),
+            cfg.seed ^ 0x3E7A,
+        )?
+        .with_epoch(epoch as u64)
+        .with_drop_last(true)
+        .with_workers(cfg.workers);
+        let meta_active = self
+            .settings
+            .meta_stop
+            .is_none_or(|f| (epoch as f64) < f * cfg.epochs as f64);
+        let mut st = EpochStats::default();
+        let mut meta_sum = 0.0;
+        let mut meta_n = 0usize;
+        for (it, ((wb, sb), mbatch)) in weak.zip(strong).zip(meta_loader).enumerate() {
+            debug_assert_eq!(wb.indices, sb.indices);
+            let (weak, labels) = env.data.upload(env.gpu, &wb.x, &wb.labels)?;
+            let (strong, _) = env.data.upload(env.gpu, &sb.x, &sb.labels)?;
+            let (meta_x, meta_labels) = env.data.upload(env.gpu, &mbatch.x, &mbatch.labels)?;
+            let up = Uploaded {
+                weak,
+                strong,
+                labels,
+                meta_x,
+                meta_labels,
+                bins: Self::bins_tensor(env, ranking, &wb.indices)?,
+            };
+            let pseudo = Pseudo::HardGumbel(mix64(cfg.seed ^ ((epoch as u64) << 32) ^ it as u64));
+            let yhat = if meta_active {
+                let (yhat, meta_loss) = self.meta_step(clf, &up, pseudo, epoch)?;
+                meta_sum += meta_loss;
+                meta_n += 1;
+                yhat
+            } else {
+                pseudo_labels(&clf.logits(&up.weak, Mode::Train)?, pseudo)?
+            };
+            // Real step: strong view, the updated meta net, no graph through it.
+            let tv = self.theta_consts();
+            let batch = up.meta_batch();
+            let out = clf.step(&up.strong, |logits| {
+                classifier_loss(&self.meta, &tv, logits, &batch, &yhat, self.parts())
+            })?;
+            st.record(out.loss, &out.logits, &sb.labels)?;
+            env.tick(|| {
+                format!(
+                    "loss {:.3} meta {:.3}",
+                    st.mean_loss(),
+                    meta_sum / meta_n.max(1) as f64
+                )
+            });
+        }
+        Ok((st, (meta_n > 0).then(|| meta_sum / meta_n as f64)))
+    }
+
+    /// The meta step: the meta gradient through a virtual SGD step of `clf` at its current
+    /// learning rate, then one Adam step on the meta net. Returns the pseudo-labels it drew
+    /// and the meta loss.
+    fn meta_step(
+        &mut self,
+        clf: &Classifier,
+        up: &Uploaded,
+        pseudo: Pseudo,
+        epoch: usize,
+    ) -> Result<(Tensor, f64)> {
+        let lr = clf.lr();
+        let opt = VirtualSgd {
+            lr,
+            momentum: clf.sgd().momentum,
+            weight_decay: clf.sgd().weight_decay,
+            buffers: Some(&clf.sgd().buffers),
+        };
+        let mg = meta_gradient(
+            clf.model(),
+            clf.params(),
+            clf.running(),
+            &self.meta,
+            &self.theta,
+            &up.meta_batch(),
+            pseudo,
+            &opt,
+            &self.virtual_params,
+            self.parts(),
+        )?;
+        let meta_loss = mg.meta_loss.value().item()? as f64;
+        if !meta_loss.is_finite() {
+            return Err(Error::Config(format!(
+                "meta loss became {meta_loss} at epoch {} step {}; the last good checkpoint is kept",
+                epoch + 1,
+                clf.steps() + 1
+            )));
+        }
+        if self.settings.meta_lr_follows_classifier {
+            self.adam.lr = self.settings.meta_lr * lr / clf.peak_lr();
+        }
+        self.adam.update(&self.theta, &mg.grads)?;
+        Ok((mg.yhat, meta_loss))
+    }
+
+    /// After each meta epoch: one pass over the meta set with cross-entropy on its given
+    /// labels plus the margins (no label correction), off the learning-rate schedule.
+    fn meta_set_pass(
+        &self,
+        env: &EpochEnv,
+        clf: &mut Classifier,
+        epoch: usize,
+        split: &MetaSplit,
+    ) -> Result<()> {
+        let order: Vec<usize> = epoch_order(split.meta.len(), env.cfg.seed ^ 0xFACE, epoch)
+            .into_iter()
+            .map(|i| split.meta[i])
+            .collect();
+        let loader = env.data.loader(order, env.cfg.augment, epoch, 3)?;
+        let q = match (self.parts().generator, &self.fixed_margins) {
+            (true, _) => Some(
+                self.meta
+                    .bounded_margins(&self.theta_consts(), self.settings.margin_bound)?
+                    .detach(),
+            ),
+            (false, Some(m)) => Some(Var::constant(m.clone())),
+            _ => None,
+        };
+        for batch in loader {
+            if batch.labels.len() < 2 {
+                continue;
+            }
+            let (x, labels) = env.data.upload(env.gpu, &batch.x, &batch.labels)?;
+            clf.step_off_schedule(&x, |logits| {
+                ag::mean_all(&ag::cross_entropy(logits, &labels, q.as_ref())?)
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Uploaded {
+    fn meta_batch(&self) -> MetaBatch<'_> {
+        MetaBatch {
+            x: &self.weak,
+            labels: &self.labels,
+            bins: &self.bins,
+            meta_x: &self.meta_x,
+            meta_labels: &self.meta_labels,
+        }
+    }
+}
+
+impl TrainingMethod for DynamicLoss {
+    fn epoch(&mut self, env: &EpochEnv, clf: &mut Classifier, epoch: usize) -> Result<EpochStats> {
+        let (losses, logits) = Self::losses_and_logits(env, clf)?;
+        let train = &env.data.train;
+        let ranking = rank(env.gpu, &losses, &train.labels, train.classes, self.bins)?;
+        let mut rng = crate::data::rng_for(env.cfg.seed, &[0xD1CE, epoch as u64]);
+        let split = hierarchical_split(&ranking, self.settings.naive_sampling, &mut rng);
+        let warmup = epoch < self.settings.warmup_epochs;
+        let (mut st, meta_loss) = if warmup {
+            let st = self.warmup_epoch(env, clf, epoch, &split, &ranking, &logits)?;
+            (st, None)
+        } else {
+            let (st, meta_loss) = self.meta_epoch(env, clf, epoch, &split, &ranking)?;
+            self.meta_set_pass(env, clf, epoch, &split)?;
+            (st, meta_loss)
+        };
+        let diag = self.diagnostics(env, &ranking, &logits, warmup, meta_loss, split.meta.len())?;
+        if let Some(a) = &diag.alarm {
+            eprintln!("warning: epoch {}: {a}", epoch + 1);
+        }
+        st.extra = Some(serde_json::to_value(&diag).expect("diagnostics serialise"));
+        self.history.push(diag);
+        self.plots(env)?;
+        Ok(st)
+    }
+
+    fn save(&self, ck: &mut Checkpoint) -> Result<()> {
+        let names = self.names();
+        ck.push_tensors("meta", &names, &self.theta)?;
+        ck.push_tensors("adam_m", &names, &self.adam.m)?;
+        ck.push_tensors("adam_v", &names, &self.adam.v)?;
+        ck.meta
+            .insert("adam_step".into(), self.adam.step.to_string());
+        ck.meta.insert(
+            "dl_history".into(),
+            serde_json::to_string(&self.history).expect("serialise"),
+        );
+        Ok(())
+    }
+
+    fn restore(&mut self, path: &Path, ck: &Checkpoint) -> Result<()> {
+        let names = self.names();
+        ck.restore(path, "meta", &names, &self.theta)?;
+        ck.restore(path, "adam_m", &names, &self.adam.m)?;
+        ck.restore(path, "adam_v", &names, &self.adam.v)?;
+        self.adam.step = ck.get(path, "adam_step")?.parse().unwrap_or(0);
+        self.history = serde_json::from_str(ck.get(path, "dl_history")?).unwrap_or_default();
+        Ok(())
+    }
+}

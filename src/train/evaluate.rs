@@ -1,0 +1,118 @@
+//! Accuracy of logits against labels, and evaluation of a saved checkpoint on a test split.
+
+use std::path::Path;
+
+use crate::data::views::{Loader, View};
+use crate::data::{DataConfig, Dataset};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::nn::zoo;
+
+use super::checkpoint::Checkpoint;
+use super::classifier::Classifier;
+use super::state;
+
+/// Index of the largest value (first on ties).
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// How many rows of row-major logits have their largest value in each class.
+pub fn prediction_counts(logits: &[f32], classes: usize) -> Vec<usize> {
+    let mut counts = vec![0usize; classes];
+    for row in logits.chunks_exact(classes) {
+        counts[argmax(row)] += 1;
+    }
+    counts
+}
+
+/// Overall and per-class accuracy (percent) of row-major logits against labels.
+pub fn accuracy(logits: &[f32], labels: &[u32], classes: usize) -> (f64, Vec<f64>) {
+    let mut hit = vec![0usize; classes];
+    let mut tot = vec![0usize; classes];
+    for (i, &l) in labels.iter().enumerate() {
+        tot[l as usize] += 1;
+        if argmax(&logits[i * classes..(i + 1) * classes]) == l as usize {
+            hit[l as usize] += 1;
+        }
+    }
+    let all = 100.0 * hit.iter().sum::<usize>() as f64 / labels.len().max(1) as f64;
+    let per = hit
+        .iter()
+        .zip(&tot)
+        .map(|(&h, &t)| {
+            if t == 0 {
+                0.0
+            } else {
+                100.0 * h as f64 / t as f64
+            }
+        })
+        .collect();
+    (all, per)
+}
+
+/// A checkpoint's result on a test split.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// Overall accuracy, percent.
+    pub accuracy: f64,
+    /// Accuracy per true class, percent.
+    pub per_class: Vec<f64>,
+    /// How many test images were predicted as each class (a collapse onto a few classes, or a
+    /// class never predicted, shows here).
+    pub predicted: Vec<usize>,
+    /// Class names of the data set.
+    pub class_names: Vec<String>,
+}
+
+/// Evaluates the checkpoint at `path` on the test split of `data`.
+pub fn evaluate_checkpoint(gpu: &Gpu, path: &Path, data: &DataConfig) -> Result<Evaluation> {
+    let (_, test) = crate::data::load_raw(data)?;
+    evaluate_checkpoint_on(gpu, path, test)
+}
+
+/// Evaluates the checkpoint at `path` on `test`.
+pub fn evaluate_checkpoint_on(gpu: &Gpu, path: &Path, test: Dataset) -> Result<Evaluation> {
+    let ck = Checkpoint::load(path)?;
+    let saved = state::config_of(path, &ck)?;
+    let classes: usize = ck.get(path, "classes")?.parse().unwrap_or(0);
+    let input = ck.get(path, "input")?;
+    if classes != test.classes || input != format!("{:?}", test.shape) {
+        return Err(Error::Format {
+            path: path.into(),
+            msg: format!(
+                "checkpoint was trained on {input} images with {classes} classes; this data set has {:?} and {}",
+                test.shape, test.classes
+            ),
+        });
+    }
+    let model = zoo::build_named(&saved.model, test.shape, test.classes)?;
+    let mut clf = Classifier::new(gpu, &saved, model, 1)?;
+    clf.restore_weights(path, &ck)?;
+    let (mean, std) = state::normalisation_of(path, &ck)?;
+    let n = test.len();
+    let (labels, class_names) = (test.labels.clone(), test.class_names.clone());
+    let loader = Loader::new(
+        std::sync::Arc::new(test),
+        (0..n).collect(),
+        super::data::PREDICT_BATCH,
+        View::Weak,
+        mean,
+        std,
+        0,
+    )?;
+    let logits = clf.predict(loader)?;
+    let (acc, per) = accuracy(&logits, &labels, classes);
+    Ok(Evaluation {
+        accuracy: acc,
+        per_class: per,
+        predicted: prediction_counts(&logits, classes),
+        class_names,
+    })
+}

@@ -1,0 +1,243 @@
+//! The epoch loop: sets up the data, the classifier and the method, resumes if asked, and
+//! after every epoch evaluates, logs, checkpoints and summarises.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::nn::zoo;
+
+use super::baseline::Baseline;
+use super::checkpoint::Checkpoint;
+use super::classifier::Classifier;
+use super::config::{Method, TrainConfig};
+use super::data::TrainData;
+use super::dynamic_loss::DynamicLoss;
+use super::evaluate::accuracy;
+use super::method::{EpochEnv, TrainingMethod};
+use super::metrics::{self, EpochMetrics};
+use super::state::{self, CHECKPOINT, METRICS, SUMMARY};
+
+/// How one invocation runs: where to write, whether to resume, when to stop early.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Output directory.
+    pub out: PathBuf,
+    /// Continue the run found in `out`.
+    pub resume: bool,
+    /// Stop after this many epochs of this invocation (resume later).
+    pub stop_after: Option<usize>,
+    /// Show a progress bar (else plain log lines); `None` = when stderr is a terminal.
+    pub progress: Option<bool>,
+    /// Print per-epoch log lines.
+    pub verbose: bool,
+}
+
+/// What a finished (or stopped) run reports; also written as `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Test accuracy after the last epoch, percent.
+    pub last_acc: f64,
+    /// Best test accuracy over epochs, percent.
+    pub best_acc: f64,
+    /// Epochs completed.
+    pub epochs: usize,
+    /// Wall time of all invocations, seconds.
+    pub seconds: f64,
+    /// Realised noise rate of the training labels.
+    pub noise_rate: f64,
+    /// Training samples.
+    pub train_samples: usize,
+    /// The resolved configuration.
+    pub config: TrainConfig,
+    /// Adapter that ran it.
+    pub adapter: String,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::Io {
+        path: path.into(),
+        source: e,
+    }
+}
+
+/// Refuses to start over a non-empty directory, or to resume one without a checkpoint.
+fn check_out_dir(out: &Path, resume: bool) -> Result<()> {
+    if resume {
+        if !out.join(CHECKPOINT).exists() {
+            return Err(Error::Config(format!(
+                "--resume: {} has no {CHECKPOINT} to continue from",
+                out.display()
+            )));
+        }
+    } else if out.exists()
+        && std::fs::read_dir(out)
+            .map_err(io_err(out))?
+            .next()
+            .is_some()
+    {
+        return Err(Error::Config(format!(
+            "output directory {} is not empty: choose another --out, or --resume it",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(io_err(out))
+}
+
+/// The training method `cfg` names.
+fn method_for(
+    gpu: &Gpu,
+    cfg: &TrainConfig,
+    data: &TrainData,
+    clf: &Classifier,
+) -> Result<Box<dyn TrainingMethod>> {
+    Ok(match cfg.method {
+        Method::Ce => Box::new(Baseline::cross_entropy()),
+        Method::Bs => Box::new(Baseline::balanced_softmax(
+            gpu,
+            &data.train.labels,
+            data.train.classes,
+        )?),
+        Method::Dl => Box::new(DynamicLoss::new(gpu, cfg, data, clf)?),
+    })
+}
+
+fn progress_bar(steps: usize, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(steps as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "epoch {prefix} [{bar:30}] {pos}/{len} {elapsed}<{eta} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_prefix(format!("{}/{epochs}", epoch + 1));
+    pb
+}
+
+/// Trains as `cfg` says, writing into `opts.out`; returns the summary.
+pub fn train(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
+    cfg.validate()?;
+    let out = &opts.out;
+    check_out_dir(out, opts.resume)?;
+    let ck_path = out.join(CHECKPOINT);
+    let metrics_path = out.join(METRICS);
+
+    let data = TrainData::load(cfg)?;
+    let model = zoo::build_named(&cfg.model, data.train.shape, data.train.classes)?;
+    let mut clf = Classifier::new(gpu, cfg, model, data.steps_per_epoch())?;
+    let mut method = method_for(gpu, cfg, &data, &clf)?;
+
+    let mut history: Vec<EpochMetrics> = Vec::new();
+    let mut done = state::Progress {
+        epoch: 0,
+        seconds: 0.0,
+    };
+    if opts.resume {
+        let ck = Checkpoint::load(&ck_path)?;
+        let saved = state::config_of(&ck_path, &ck)?;
+        let Some(changed) = cfg.resume_changes(&saved) else {
+            return Err(Error::Config(format!(
+                "--resume: the settings differ from the run in {} (resume with the same flags or config; only the stabilisers may change)",
+                out.display()
+            )));
+        };
+        if !changed.is_empty() && opts.verbose {
+            eprintln!("resuming with changed stabilisers: {}", changed.join(", "));
+        }
+        done = state::restore(&ck_path, &ck, &mut clf, method.as_mut())?;
+        history = metrics::read_metrics(&metrics_path)?;
+        history.truncate(done.epoch);
+    }
+
+    let seconds_before = done.seconds;
+    let t_run = Instant::now();
+    let show_bar = opts
+        .progress
+        .unwrap_or_else(|| std::io::stderr().is_terminal());
+    let end_epoch = match opts.stop_after {
+        Some(n) => cfg.epochs.min(done.epoch + n),
+        None => cfg.epochs,
+    };
+    let test_order: Vec<usize> = (0..data.test.len()).collect();
+    for epoch in done.epoch..end_epoch {
+        let t0 = Instant::now();
+        let bar = show_bar.then(|| progress_bar(data.steps_per_epoch(), epoch, cfg.epochs));
+        let env = EpochEnv {
+            gpu,
+            cfg,
+            data: &data,
+            out,
+            progress: bar.as_ref(),
+        };
+        clf.begin_epoch(epoch);
+        let st = method.epoch(&env, &mut clf, epoch)?;
+        let train_secs = t0.elapsed().as_secs_f64();
+        if let Some(pb) = bar {
+            pb.finish_and_clear();
+        }
+        let logits = clf.predict(data.predict_loader(&data.test, test_order.clone(), 0)?)?;
+        let (test_acc, per_class) = accuracy(&logits, &data.test.labels, data.test.classes);
+        let m = EpochMetrics {
+            epoch: epoch + 1,
+            loss: st.mean_loss(),
+            train_acc: st.accuracy(),
+            test_acc,
+            per_class_acc: per_class,
+            lr: clf.last_lr() as f64,
+            seconds: t0.elapsed().as_secs_f64(),
+            images_per_sec: st.seen as f64 / train_secs.max(1e-9),
+            extra: st.extra,
+        };
+        if opts.verbose {
+            eprintln!(
+                "epoch {}/{}: loss {:.4}  train acc {:.2}%  test acc {:.2}%  lr {:.4}  {:.1}s ({:.0} img/s)",
+                m.epoch,
+                cfg.epochs,
+                m.loss,
+                m.train_acc,
+                m.test_acc,
+                m.lr,
+                m.seconds,
+                m.images_per_sec
+            );
+        }
+        history.push(m);
+        done = state::Progress {
+            epoch: epoch + 1,
+            seconds: seconds_before + t_run.elapsed().as_secs_f64(),
+        };
+        state::save(&ck_path, cfg, &data, &clf, method.as_ref(), &done)?;
+        metrics::write_metrics(&metrics_path, &history)?;
+        metrics::plot_accuracy(out, &history)?;
+        write_summary(cfg, &data, gpu, &history, done.seconds, out)?;
+    }
+    let seconds = seconds_before + t_run.elapsed().as_secs_f64();
+    write_summary(cfg, &data, gpu, &history, seconds, out)
+}
+
+fn write_summary(
+    cfg: &TrainConfig,
+    data: &TrainData,
+    gpu: &Gpu,
+    history: &[EpochMetrics],
+    seconds: f64,
+    out: &Path,
+) -> Result<Summary> {
+    let s = Summary {
+        last_acc: history.last().map(|m| m.test_acc).unwrap_or(0.0),
+        best_acc: history.iter().map(|m| m.test_acc).fold(0.0, f64::max),
+        epochs: history.len(),
+        seconds,
+        noise_rate: data.noise_rate,
+        train_samples: data.train.len(),
+        config: cfg.clone(),
+        adapter: gpu.info().name.clone(),
+    };
+    metrics::write_json(&out.join(SUMMARY), &s)?;
+    Ok(s)
+}

@@ -1,0 +1,100 @@
+//! A run's state on disk: the file names in a run directory, and what a checkpoint holds
+//! (classifier, method state, epoch, step, settings, normalisation) written and read back.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+use super::checkpoint::Checkpoint;
+use super::classifier::Classifier;
+use super::config::TrainConfig;
+use super::data::TrainData;
+use super::method::TrainingMethod;
+
+/// The checkpoint of a run directory.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+/// One JSON line per finished epoch.
+pub const METRICS: &str = "metrics.jsonl";
+/// The run's summary.
+pub const SUMMARY: &str = "summary.json";
+
+/// Where a run stands after an epoch.
+pub struct Progress {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Wall time of all invocations so far, seconds.
+    pub seconds: f64,
+}
+
+/// Writes the checkpoint of a run after `progress.epoch` epochs.
+pub fn save(
+    path: &Path,
+    cfg: &TrainConfig,
+    data: &TrainData,
+    clf: &Classifier,
+    method: &dyn TrainingMethod,
+    progress: &Progress,
+) -> Result<()> {
+    let mut ck = Checkpoint::default();
+    clf.save(&mut ck)?;
+    method.save(&mut ck)?;
+    let m = &mut ck.meta;
+    m.insert("epoch".into(), progress.epoch.to_string());
+    m.insert("seconds".into(), progress.seconds.to_string());
+    m.insert(
+        "config".into(),
+        serde_json::to_string(cfg).expect("config serialises"),
+    );
+    m.insert("model".into(), cfg.model.clone());
+    m.insert("input".into(), format!("{:?}", data.train.shape));
+    m.insert("classes".into(), data.train.classes.to_string());
+    m.insert(
+        "mean".into(),
+        serde_json::to_string(&data.mean).expect("floats"),
+    );
+    m.insert(
+        "std".into(),
+        serde_json::to_string(&data.std).expect("floats"),
+    );
+    ck.save(path)
+}
+
+/// Restores the classifier and the method from the checkpoint at `path`; returns where the
+/// run stood.
+pub fn restore(
+    path: &Path,
+    ck: &Checkpoint,
+    clf: &mut Classifier,
+    method: &mut dyn TrainingMethod,
+) -> Result<Progress> {
+    clf.restore(path, ck)?;
+    method.restore(path, ck)?;
+    Ok(Progress {
+        epoch: ck.get(path, "epoch")?.parse().unwrap_or(0),
+        seconds: ck.get(path, "seconds")?.parse().unwrap_or(0.0),
+    })
+}
+
+/// The settings a checkpoint was trained with.
+pub fn config_of(path: &Path, ck: &Checkpoint) -> Result<TrainConfig> {
+    serde_json::from_str(ck.get(path, "config")?).map_err(|e| Error::Format {
+        path: path.into(),
+        msg: format!("config in checkpoint: {e}"),
+    })
+}
+
+/// The settings of the checkpoint file at `path`.
+pub fn saved_config(path: &Path) -> Result<TrainConfig> {
+    config_of(path, &Checkpoint::load(path)?)
+}
+
+/// The per-channel mean and standard deviation a checkpoint's inputs were normalised with.
+pub fn normalisation_of(path: &Path, ck: &Checkpoint) -> Result<(Vec<f32>, Vec<f32>)> {
+    let parse = |k: &str| -> Result<Vec<f32>> {
+        serde_json::from_str(ck.get(path, k)?).map_err(|e| Error::Format {
+            path: path.into(),
+            msg: format!("{k}: {e}"),
+        })
+    };
+    Ok((parse("mean")?, parse("std")?))
+}
