@@ -158,8 +158,9 @@ pub fn with_defaults(cmd: clap::Command) -> clap::Command {
 
 /// Every config key with its value, the `[dl]` table flattened (flag names are unique).
 fn config_keys(cfg: &TrainConfig) -> Vec<(String, serde_json::Value)> {
-    let serde_json::Value::Object(top) = serde_json::to_value(cfg).expect("config serialises")
-    else {
+    // Through text, so that an f32 such as 3e-3 reads 0.003, not its f64 widening.
+    let text = serde_json::to_string(cfg).expect("config serialises");
+    let serde_json::Value::Object(top) = serde_json::from_str(&text).expect("valid JSON") else {
         unreachable!("a struct serialises to an object")
     };
     let mut keys = Vec::new();
