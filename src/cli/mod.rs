@@ -38,7 +38,7 @@ struct GpuFlags {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a classifier (default: a quick cross-entropy run on the built-in data set).
+    /// Train a classifier (with no flags: a quick cross-entropy run on the built-in data set).
     Train(Box<train::TrainArgs>),
     /// Evaluate a checkpoint on a data set's test split: overall and per-class accuracy.
     Eval {

@@ -69,15 +69,14 @@ pub struct TrainArgs {
     /// Seed of everything random
     #[arg(long)]
     seed: Option<u64>,
-    /// Train on a random subset of this many samples [default: the quick run's size on the
-    /// built-in set, all otherwise]
+    /// Train on a random subset of this many samples [default: all]
     #[arg(long)]
     train_limit: Option<usize>,
     /// Evaluate on a random subset of this many test samples
     #[arg(long)]
     test_limit: Option<usize>,
-    /// Use the whole training set and the native image size (cancels the built-in set's quick
-    /// run)
+    /// On the built-in set, start from the defaults shown here (native 32 x 32 images) instead
+    /// of the quick first run (16 x 16 images, weak view, batch 64, 2 epochs)
     #[arg(long)]
     full: bool,
     /// Data-preparation threads
@@ -193,6 +192,22 @@ fn apply_flags(a: &TrainArgs, base: TrainConfig) -> TrainConfig {
     c
 }
 
+/// The settings of a new run: the config file or the defaults (the quick run on the built-in
+/// set unless `--full`), then the flags.
+fn new_run_config(a: &TrainArgs) -> Result<TrainConfig> {
+    Ok(match &a.config {
+        Some(path) => apply_flags(a, TrainConfig::from_file(path)?),
+        None => {
+            let cfg = apply_flags(a, TrainConfig::default());
+            if cfg.dataset == DatasetKind::Builtin && !a.full {
+                apply_flags(a, TrainConfig::quick_run())
+            } else {
+                cfg
+            }
+        }
+    })
+}
+
 fn default_out(c: &TrainConfig) -> PathBuf {
     let base = format!(
         "runs/{}-{}-{}-s{}",
@@ -218,14 +233,7 @@ pub fn run(gpu_flags: &super::GpuFlags, a: &TrainArgs) -> Result<()> {
             (apply_flags(a, saved), dir.clone(), true)
         }
         None => {
-            let base = match &a.config {
-                Some(path) => TrainConfig::from_file(path)?,
-                None => TrainConfig::default(),
-            };
-            let mut cfg = apply_flags(a, base);
-            if !a.full {
-                cfg.apply_quick_run();
-            }
+            let cfg = new_run_config(a)?;
             let out = a.out.clone().unwrap_or_else(|| default_out(&cfg));
             (cfg, out, false)
         }
@@ -339,6 +347,29 @@ mod tests {
         assert!(help("meta_lr").ends_with(&format!("[default: {}]", d.dl.meta_lr)));
         // Its own default text is kept, not doubled.
         assert_eq!(help("data_dir").matches("[default:").count(), 1);
+    }
+
+    #[test]
+    fn the_quick_run_applies_to_the_builtin_set_only() {
+        let cfg = |argv: &[&str]| {
+            let argv: Vec<&str> = std::iter::once("x").chain(argv.iter().copied()).collect();
+            new_run_config(&Cli::try_parse_from(argv).unwrap().args).unwrap()
+        };
+        assert_eq!(cfg(&[]), TrainConfig::quick_run());
+        assert_ne!(TrainConfig::quick_run(), TrainConfig::default());
+        // Flags still override the quick run's settings.
+        let c = cfg(&["--epochs", "5", "--augment", "strong"]);
+        assert_eq!((c.epochs, c.augment), (5, View::Strong));
+        assert_eq!(c.image_size, TrainConfig::quick_run().image_size);
+        assert_eq!(cfg(&["--full"]), TrainConfig::default());
+        let mnist = cfg(&["--dataset", "mnist"]);
+        assert_eq!(
+            mnist,
+            TrainConfig {
+                dataset: DatasetKind::Mnist,
+                ..TrainConfig::default()
+            }
+        );
     }
 
     #[test]

@@ -36,8 +36,8 @@ impl Choice for Method {
 }
 crate::choice_by_name!(Method);
 
-/// Training samples the CLI uses from the built-in set unless `--train-limit` or `--full`.
-pub const BUILTIN_QUICK_LIMIT: usize = 6000;
+/// Side of the built-in images in the quick first run ([`TrainConfig::quick_run`]).
+pub const QUICK_RUN_SIDE: usize = 16;
 
 /// Every setting of a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,11 +175,18 @@ impl TrainConfig {
         })
     }
 
-    /// The first run's shortcut on the built-in set: unless a limit is set, train on
-    /// [`BUILTIN_QUICK_LIMIT`] samples (the command line's `--full` skips this).
-    pub fn apply_quick_run(&mut self) {
-        if self.dataset == DatasetKind::Builtin && self.train_limit.is_none() {
-            self.train_limit = Some(BUILTIN_QUICK_LIMIT);
+    /// The quick first run on the built-in set: the images rendered at 16 x 16, the weak
+    /// view, batch 64, 2 epochs with no learning-rate warm-up; everything else as
+    /// [`TrainConfig::default`]. The command line starts from it when the data set is the
+    /// built-in one and neither `--config` nor `--full` is given.
+    pub fn quick_run() -> TrainConfig {
+        TrainConfig {
+            image_size: Some(QUICK_RUN_SIDE),
+            augment: View::Weak,
+            batch_size: 64,
+            epochs: 2,
+            lr_warmup_epochs: 0,
+            ..TrainConfig::default()
         }
     }
 
