@@ -237,10 +237,10 @@ fn prediction_counts_and_accuracy_on_known_logits() {
     // Rows predict 2, 0, 2, 1 (the first of a tie wins); labels 2, 1, 0, 1.
     let logits = [0.0, 1.0, 3.0, 5.0, 5.0, 1.0, -1.0, -2.0, 0.5, 0.0, 2.0, 2.0];
     assert_eq!(
-        train::evaluate::prediction_counts(&logits, 3),
+        train::accuracy::prediction_counts(&logits, 3),
         vec![1, 1, 2]
     );
-    let (acc, per) = train::evaluate::accuracy(&logits, &[2, 1, 0, 1], 3);
+    let (acc, per) = train::accuracy::accuracy(&logits, &[2, 1, 0, 1], 3);
     assert_eq!(acc, 50.0);
     assert_eq!(per, vec![0.0, 50.0, 100.0]);
 }

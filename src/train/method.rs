@@ -84,7 +84,7 @@ fn count_correct(logits: &crate::tensor::Tensor, labels: &[u32]) -> Result<usize
     Ok(labels
         .iter()
         .enumerate()
-        .filter(|(i, l)| super::evaluate::argmax(&v[i * c..(i + 1) * c]) == **l as usize)
+        .filter(|(i, l)| super::accuracy::argmax(&v[i * c..(i + 1) * c]) == **l as usize)
         .count())
 }
 

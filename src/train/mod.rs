@@ -3,9 +3,10 @@
 //! on disk (checkpoints, metrics, summary).
 //!
 //! Dependencies point one way: `run` (the loop) uses the methods (`baseline`,
-//! `dynamic_loss`), which use `classifier`, `data` and `method`; `state` and `evaluate` read
-//! and write what those own.
+//! `dynamic_loss`), which use `method`, `classifier` and `data`; `state` writes and reads what
+//! those own; `evaluate` reads a checkpoint through `state` and `classifier`.
 
+pub mod accuracy;
 pub mod baseline;
 pub mod checkpoint;
 pub mod classifier;

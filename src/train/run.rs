@@ -11,13 +11,13 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::zoo;
 
+use super::accuracy::accuracy;
 use super::baseline::Baseline;
 use super::checkpoint::Checkpoint;
 use super::classifier::Classifier;
 use super::config::{Method, TrainConfig};
 use super::data::TrainData;
 use super::dynamic_loss::DynamicLoss;
-use super::evaluate::accuracy;
 use super::method::{EpochEnv, TrainingMethod};
 use super::metrics::{self, EpochMetrics};
 use super::state::{self, CHECKPOINT, METRICS, SUMMARY};
