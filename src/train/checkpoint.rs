@@ -1,9 +1,12 @@
 //! Checkpoints in safetensors format: named f32 tensors plus string metadata (epoch, step,
-//! config, model description), written to a temporary file and renamed into place.
+//! config, model description), written to a temporary file and renamed into place. Every
+//! tensor and metadata field carries an MD5 checksum, verified at load, so a damaged file is
+//! refused with the name of the tensor or field that changed.
 
 use std::collections::HashMap;
 use std::path::Path;
 
+use md5::{Digest, Md5};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::error::{Error, Result};
@@ -11,7 +14,11 @@ use crate::report::write_atomic;
 use crate::tensor::Tensor;
 
 /// Tag stored in every checkpoint, checked on load.
-pub const FORMAT: &str = "dynloss-wgpu-checkpoint-1";
+pub const FORMAT: &str = "dynloss-wgpu-checkpoint-2";
+/// The first format, without checksums: still read, unverified.
+const FORMAT_UNCHECKED: &str = "dynloss-wgpu-checkpoint-1";
+/// Metadata key of the checksum table (JSON: tensor name or `meta:KEY` -> MD5 hex).
+const CHECKSUMS: &str = "checksums";
 
 /// Host copy of a checkpoint.
 #[derive(Debug, Default, Clone)]
@@ -77,8 +84,54 @@ impl Checkpoint {
             })
     }
 
+    /// A metadata value parsed as `T`, or an error naming the file, the field and its value.
+    pub fn parse<T: std::str::FromStr>(&self, path: &Path, key: &str) -> Result<T> {
+        let v = self.get(path, key)?;
+        v.parse().map_err(|_| Error::Format {
+            path: path.into(),
+            msg: format!(
+                "checkpoint metadata '{key}' is '{v}', not a valid {}",
+                std::any::type_name::<T>()
+            ),
+        })
+    }
+
+    /// The checksum of every tensor (by name) and every metadata field of `meta` (`meta:KEY`).
+    fn checksums(&self, meta: &HashMap<String, String>) -> HashMap<String, String> {
+        let hex = |bytes: &[&[u8]]| {
+            let mut h = Md5::new();
+            for b in bytes {
+                h.update((b.len() as u64).to_le_bytes());
+                h.update(b);
+            }
+            h.finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        let mut sums = HashMap::new();
+        for (name, shape, data) in &self.tensors {
+            let shape: Vec<u8> = shape
+                .iter()
+                .flat_map(|&d| (d as u64).to_le_bytes())
+                .collect();
+            sums.insert(name.clone(), hex(&[&shape, bytemuck::cast_slice(data)]));
+        }
+        for (k, v) in meta.iter().filter(|(k, _)| *k != CHECKSUMS) {
+            sums.insert(format!("meta:{k}"), hex(&[k.as_bytes(), v.as_bytes()]));
+        }
+        sums
+    }
+
     /// Writes atomically: `path.tmp` then rename, so a crash never leaves half a file.
     pub fn save(&self, path: &Path) -> Result<()> {
+        let mut meta = self.meta.clone();
+        meta.insert("format".into(), FORMAT.into());
+        let sums = self.checksums(&meta);
+        meta.insert(
+            CHECKSUMS.into(),
+            serde_json::to_string(&sums).expect("strings serialise"),
+        );
         let views: Vec<(String, TensorView)> = self
             .tensors
             .iter()
@@ -88,8 +141,6 @@ impl Checkpoint {
                 (n.clone(), view)
             })
             .collect();
-        let mut meta = self.meta.clone();
-        meta.insert("format".into(), FORMAT.into());
         let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::Format {
             path: path.into(),
             msg: format!("serialising checkpoint: {e}"),
@@ -97,7 +148,7 @@ impl Checkpoint {
         write_atomic(path, &bytes)
     }
 
-    /// Reads and checks a checkpoint file.
+    /// Reads a checkpoint file and verifies its checksums.
     pub fn load(path: &Path) -> Result<Checkpoint> {
         let bytes = std::fs::read(path).map_err(|e| Error::Io {
             path: path.into(),
@@ -107,16 +158,23 @@ impl Checkpoint {
             path: path.into(),
             msg,
         };
-        let (_, header) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+            bad(format!(
+                "not a complete safetensors file (truncated or damaged header): {e}"
+            ))
+        })?;
         let meta = header.metadata().clone().unwrap_or_default();
-        if meta.get("format").map(String::as_str) != Some(FORMAT) {
-            return Err(bad(
-                "not a dynloss-wgpu checkpoint (format tag missing)".into()
-            ));
-        }
+        let checked = match meta.get("format").map(String::as_str) {
+            Some(FORMAT) => true,
+            Some(FORMAT_UNCHECKED) => false,
+            _ => {
+                return Err(bad(
+                    "not a dynloss-wgpu checkpoint (format tag missing or unknown)".into(),
+                ));
+            }
+        };
         let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| bad(format!("corrupt checkpoint: {e}")))?;
+            .map_err(|e| bad(format!("corrupt or truncated checkpoint: {e}")))?;
         let mut tensors = Vec::new();
         for name in st.names() {
             let v = st
@@ -134,6 +192,40 @@ impl Checkpoint {
                 bytemuck::pod_collect_to_vec(v.data()),
             ));
         }
-        Ok(Checkpoint { tensors, meta })
+        let ck = Checkpoint { tensors, meta };
+        if checked {
+            ck.verify(path)?;
+        }
+        Ok(ck)
+    }
+
+    /// Compares every tensor and metadata field with the checksum written beside it.
+    fn verify(&self, path: &Path) -> Result<()> {
+        let bad = |msg: String| Error::Format {
+            path: path.into(),
+            msg: format!("{msg}: the file is damaged; it was not used"),
+        };
+        let stored: HashMap<String, String> = serde_json::from_str(self.get(path, CHECKSUMS)?)
+            .map_err(|_| bad("the checksum table is unreadable".into()))?;
+        let actual = self.checksums(&self.meta);
+        let mut names: Vec<&String> = actual.keys().chain(stored.keys()).collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            if actual.get(name) != stored.get(name) {
+                let what = match name.strip_prefix("meta:") {
+                    Some(k) => format!("metadata field '{k}'"),
+                    None => format!("tensor '{name}'"),
+                };
+                return Err(bad(
+                    match (actual.contains_key(name), stored.contains_key(name)) {
+                        (true, true) => format!("{what} does not match its checksum"),
+                        (true, false) => format!("{what} has no checksum"),
+                        _ => format!("{what} is missing"),
+                    },
+                ));
+            }
+        }
+        Ok(())
     }
 }

@@ -226,10 +226,7 @@ impl Classifier {
     pub fn restore(&mut self, path: &Path, ck: &Checkpoint) -> Result<()> {
         self.restore_weights(path, ck)?;
         ck.restore(path, "sgd", &self.param_names(), &self.sgd.buffers)?;
-        self.step = ck.get(path, "step")?.parse().map_err(|_| Error::Format {
-            path: path.into(),
-            msg: "bad step".into(),
-        })?;
+        self.step = ck.parse(path, "step")?;
         Ok(())
     }
 

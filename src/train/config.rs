@@ -222,28 +222,50 @@ impl TrainConfig {
     /// Whether a run saved with `saved` may continue under these settings: everything must
     /// match except the Dynamic Loss stabilisers (which may be switched on or off from the
     /// resumed epoch, to compare them from a shared checkpoint) and the worker count (which
-    /// does not change results). Returns the names of the stabilisers that changed.
-    pub fn resume_changes(&self, saved: &TrainConfig) -> Option<Vec<&'static str>> {
-        let mut same = saved.clone();
-        same.workers = self.workers;
-        same.dl.meta_lr_follows_classifier = self.dl.meta_lr_follows_classifier;
-        same.dl.margin_bound = self.dl.margin_bound;
-        same.dl.meta_stop = self.dl.meta_stop;
-        if same != *self {
-            return None;
-        }
-        let (a, b) = (&saved.dl, &self.dl);
+    /// does not change results). Returns the flags of the stabilisers that changed, or the
+    /// settings that differ, each with its saved and its new value.
+    pub fn resume_changes(&self, saved: &TrainConfig) -> std::result::Result<Vec<String>, String> {
+        const MAY_CHANGE: [&str; 4] = [
+            "workers",
+            "meta_lr_follows_classifier",
+            "margin_bound",
+            "meta_stop",
+        ];
+        let (now, then) = (self.flat_keys(), saved.flat_keys());
         let mut changed = Vec::new();
-        if a.meta_lr_follows_classifier != b.meta_lr_follows_classifier {
-            changed.push("--meta-lr-follows-classifier");
+        let mut refused = Vec::new();
+        for ((key, new), (_, old)) in now.iter().zip(&then) {
+            if new == old {
+                continue;
+            }
+            let flag = format!("--{}", key.replace('_', "-"));
+            if MAY_CHANGE.contains(&key.as_str()) {
+                if key != "workers" {
+                    changed.push(flag);
+                }
+            } else {
+                refused.push(format!("{flag} (run: {old}, now: {new})"));
+            }
         }
-        if a.margin_bound != b.margin_bound {
-            changed.push("--margin-bound");
+        if refused.is_empty() {
+            Ok(changed)
+        } else {
+            Err(refused.join(", "))
         }
-        if a.meta_stop != b.meta_stop {
-            changed.push("--meta-stop");
+    }
+
+    /// Every setting as (key, value text), the `[dl]` table flattened, in a fixed order.
+    fn flat_keys(&self) -> Vec<(String, String)> {
+        let text = serde_json::to_string(self).expect("config serialises");
+        let value: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        let mut keys = Vec::new();
+        for (k, v) in value.as_object().expect("an object") {
+            match v.as_object() {
+                Some(inner) => keys.extend(inner.iter().map(|(k, v)| (k.clone(), v.to_string()))),
+                None => keys.push((k.clone(), v.to_string())),
+            }
         }
-        Some(changed)
+        keys
     }
 
     /// Rejects impossible combinations with one clear message.
@@ -322,17 +344,24 @@ mod tests {
         let saved = TrainConfig::default();
         let mut cfg = saved.clone();
         cfg.workers += 3;
-        assert_eq!(cfg.resume_changes(&saved), Some(vec![]));
+        assert_eq!(cfg.resume_changes(&saved), Ok(vec![]));
         cfg.dl.meta_stop = Some(0.6);
         cfg.dl.margin_bound = Some(5.0);
-        assert_eq!(
-            cfg.resume_changes(&saved),
-            Some(vec!["--margin-bound", "--meta-stop"])
-        );
+        let mut changed = cfg.resume_changes(&saved).unwrap();
+        changed.sort();
+        assert_eq!(changed, vec!["--margin-bound", "--meta-stop"]);
         cfg.lr *= 2.0;
-        assert_eq!(cfg.resume_changes(&saved), None);
+        cfg.epochs = 9;
+        let e = cfg.resume_changes(&saved).unwrap_err();
+        assert!(e.contains("--lr (run: 0.1, now: 0.2)"), "{e}");
+        assert!(e.contains("--epochs (run: 4, now: 9)"), "{e}");
         let mut other = saved.clone();
         other.dl.meta_lr = 1e-3;
-        assert_eq!(other.resume_changes(&saved), None);
+        assert!(
+            other
+                .resume_changes(&saved)
+                .unwrap_err()
+                .contains("--meta-lr")
+        );
     }
 }

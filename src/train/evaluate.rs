@@ -37,7 +37,7 @@ pub fn evaluate_checkpoint(gpu: &Gpu, path: &Path, data: &DataConfig) -> Result<
 pub fn evaluate_checkpoint_on(gpu: &Gpu, path: &Path, test: Dataset) -> Result<Evaluation> {
     let ck = Checkpoint::load(path)?;
     let saved = state::config_of(path, &ck)?;
-    let classes: usize = ck.get(path, "classes")?.parse().unwrap_or(0);
+    let classes: usize = ck.parse(path, "classes")?;
     let input = ck.get(path, "input")?;
     if classes != test.classes || input != format!("{:?}", test.shape) {
         return Err(Error::Format {

@@ -140,12 +140,12 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary>
     if opts.resume {
         let ck = Checkpoint::load(&ck_path)?;
         let saved = state::config_of(&ck_path, &ck)?;
-        let Some(changed) = cfg.resume_changes(&saved) else {
-            return Err(Error::Config(format!(
-                "--resume: the settings differ from the run in {} (resume with the same flags or config; only the stabilisers may change)",
+        let changed = cfg.resume_changes(&saved).map_err(|differ| {
+            Error::Config(format!(
+                "--resume: the settings differ from the run in {}: {differ} (resume with the same flags or config; only the stabilisers may change)",
                 out.display()
-            )));
-        };
+            ))
+        })?;
         if !changed.is_empty() && opts.verbose {
             eprintln!("resuming with changed stabilisers: {}", changed.join(", "));
         }

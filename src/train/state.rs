@@ -70,8 +70,8 @@ pub fn restore(
     clf.restore(path, ck)?;
     method.restore(path, ck)?;
     Ok(Progress {
-        epoch: ck.get(path, "epoch")?.parse().unwrap_or(0),
-        seconds: ck.get(path, "seconds")?.parse().unwrap_or(0.0),
+        epoch: ck.parse(path, "epoch")?,
+        seconds: ck.parse(path, "seconds")?,
     })
 }
 

@@ -417,8 +417,12 @@ impl TrainingMethod for DynamicLoss {
         ck.restore(path, "meta", &names, &self.theta)?;
         ck.restore(path, "adam_m", &names, &self.adam.m)?;
         ck.restore(path, "adam_v", &names, &self.adam.v)?;
-        self.adam.step = ck.get(path, "adam_step")?.parse().unwrap_or(0);
-        self.history = serde_json::from_str(ck.get(path, "dl_history")?).unwrap_or_default();
+        self.adam.step = ck.parse(path, "adam_step")?;
+        self.history =
+            serde_json::from_str(ck.get(path, "dl_history")?).map_err(|e| Error::Format {
+                path: path.into(),
+                msg: format!("checkpoint metadata 'dl_history': {e}"),
+            })?;
         Ok(())
     }
 }
