@@ -65,12 +65,41 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Refuses to start over a non-empty directory, or to resume one without a checkpoint.
+/// Whether `name` is a temporary file of an interrupted write (`.NAME.PID.tmp`).
+fn is_leftover(name: &str) -> bool {
+    let Some(stem) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+        return false;
+    };
+    stem.rsplit_once('.')
+        .is_some_and(|(file, pid)| !file.is_empty() && pid.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Removes the temporary files that a killed write left in `dir` and its `plots/`.
+fn remove_leftovers(dir: &Path) -> Result<()> {
+    for d in [dir.to_path_buf(), dir.join("plots")] {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let e = e.map_err(io_err(&d))?;
+            if is_leftover(&e.file_name().to_string_lossy()) {
+                std::fs::remove_file(e.path()).map_err(io_err(&e.path()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Clears leftovers of killed writes, then refuses to start over a non-empty directory or to
+/// resume one without a checkpoint.
 fn check_out_dir(out: &Path, resume: bool) -> Result<()> {
+    if out.exists() {
+        remove_leftovers(out)?;
+    }
     if resume {
         if !out.join(CHECKPOINT).exists() {
             return Err(Error::Config(format!(
-                "--resume: {} has no {CHECKPOINT} to continue from",
+                "--resume: {} has no {CHECKPOINT} to continue from (it was killed before its first epoch ended: start it again)",
                 out.display()
             )));
         }
@@ -132,10 +161,10 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary>
     let mut clf = Classifier::new(gpu, cfg, model, data.steps_per_epoch())?;
     let mut method = method_for(gpu, cfg, &data, &clf)?;
 
-    let mut history: Vec<EpochMetrics> = Vec::new();
     let mut done = state::Progress {
         epoch: 0,
         seconds: 0.0,
+        history: Vec::new(),
     };
     if opts.resume {
         let ck = Checkpoint::load(&ck_path)?;
@@ -149,9 +178,9 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary>
         if !changed.is_empty() && opts.verbose {
             eprintln!("resuming with changed stabilisers: {}", changed.join(", "));
         }
-        done = state::restore(&ck_path, &ck, &mut clf, method.as_mut())?;
-        history = metrics::read_metrics(&metrics_path)?;
-        history.truncate(done.epoch);
+        done = state::restore(&ck_path, &ck, &mut clf, method.as_mut(), &metrics_path)?;
+        // A kill after the checkpoint's rename may have left the files behind it stale.
+        write_epoch_files(cfg, &data, gpu, &done, out)?;
     }
 
     let seconds_before = done.seconds;
@@ -206,18 +235,29 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary>
                 m.images_per_sec
             );
         }
-        history.push(m);
-        done = state::Progress {
-            epoch: epoch + 1,
-            seconds: seconds_before + t_run.elapsed().as_secs_f64(),
-        };
+        done.history.push(m);
+        done.epoch = epoch + 1;
+        done.seconds = seconds_before + t_run.elapsed().as_secs_f64();
+        // The checkpoint is the commit point: it holds the metrics too.
         state::save(&ck_path, cfg, &data, &clf, method.as_ref(), &done)?;
-        metrics::write_metrics(&metrics_path, &history)?;
-        metrics::plot_accuracy(out, &history)?;
-        write_summary(cfg, &data, gpu, &history, done.seconds, out)?;
+        write_epoch_files(cfg, &data, gpu, &done, out)?;
     }
-    let seconds = seconds_before + t_run.elapsed().as_secs_f64();
-    write_summary(cfg, &data, gpu, &history, seconds, out)
+    done.seconds = seconds_before + t_run.elapsed().as_secs_f64();
+    write_summary(cfg, &data, gpu, &done.history, done.seconds, out)
+}
+
+/// The files that follow the checkpoint: metrics, accuracy plot, summary.
+fn write_epoch_files(
+    cfg: &TrainConfig,
+    data: &TrainData,
+    gpu: &Gpu,
+    done: &state::Progress,
+    out: &Path,
+) -> Result<()> {
+    metrics::write_metrics(&out.join(METRICS), &done.history)?;
+    metrics::plot_accuracy(out, &done.history)?;
+    write_summary(cfg, data, gpu, &done.history, done.seconds, out)?;
+    Ok(())
 }
 
 fn write_summary(
@@ -240,4 +280,18 @@ fn write_summary(
     };
     metrics::write_json(&out.join(SUMMARY), &s)?;
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn leftovers_are_only_our_temp_files() {
+        use super::is_leftover;
+        assert!(is_leftover(".checkpoint.safetensors.4242.tmp"));
+        assert!(is_leftover(".metrics.jsonl.7.tmp"));
+        assert!(!is_leftover("checkpoint.safetensors"));
+        assert!(!is_leftover(".checkpoint.safetensors.tmp"));
+        assert!(!is_leftover(".x.12a.tmp"));
+        assert!(!is_leftover("notes.1.tmp"));
+    }
 }

@@ -10,6 +10,7 @@ use super::classifier::Classifier;
 use super::config::TrainConfig;
 use super::data::TrainData;
 use super::method::TrainingMethod;
+use super::metrics::EpochMetrics;
 
 /// The checkpoint of a run directory.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -24,9 +25,13 @@ pub struct Progress {
     pub epoch: usize,
     /// Wall time of all invocations so far, seconds.
     pub seconds: f64,
+    /// The metrics of every completed epoch (what `metrics.jsonl` holds).
+    pub history: Vec<EpochMetrics>,
 }
 
-/// Writes the checkpoint of a run after `progress.epoch` epochs.
+/// Writes the checkpoint of a run after `progress.epoch` epochs. It carries the metrics of
+/// every epoch so far, so that it alone is the commit point of an epoch: the metrics file and
+/// the summary written after it can always be rebuilt from it.
 pub fn save(
     path: &Path,
     cfg: &TrainConfig,
@@ -41,6 +46,10 @@ pub fn save(
     let m = &mut ck.meta;
     m.insert("epoch".into(), progress.epoch.to_string());
     m.insert("seconds".into(), progress.seconds.to_string());
+    m.insert(
+        "metrics".into(),
+        serde_json::to_string(&progress.history).expect("metrics serialise"),
+    );
     m.insert(
         "config".into(),
         serde_json::to_string(cfg).expect("config serialises"),
@@ -60,18 +69,33 @@ pub fn save(
 }
 
 /// Restores the classifier and the method from the checkpoint at `path`; returns where the
-/// run stood.
+/// run stood. A checkpoint written before the metrics were stored in it takes them from
+/// `metrics_file`.
 pub fn restore(
     path: &Path,
     ck: &Checkpoint,
     clf: &mut Classifier,
     method: &mut dyn TrainingMethod,
+    metrics_file: &Path,
 ) -> Result<Progress> {
     clf.restore(path, ck)?;
     method.restore(path, ck)?;
+    let epoch: usize = ck.parse(path, "epoch")?;
+    let history = match ck.meta.get("metrics") {
+        Some(text) => serde_json::from_str(text).map_err(|e| Error::Format {
+            path: path.into(),
+            msg: format!("checkpoint metadata 'metrics': {e}"),
+        })?,
+        None => {
+            let mut h = super::metrics::read_metrics(metrics_file)?;
+            h.truncate(epoch);
+            h
+        }
+    };
     Ok(Progress {
-        epoch: ck.parse(path, "epoch")?,
+        epoch,
         seconds: ck.parse(path, "seconds")?,
+        history,
     })
 }
 
