@@ -15,7 +15,22 @@ pub mod sort;
 use std::rc::Rc;
 
 use crate::error::{Error, Result, shape_err};
-use crate::gpu::{Buffer, Gpu};
+use crate::gpu::{Buffer, Gpu, Kernel, KernelParams, ParamLayout};
+
+/// Every kernel parameter struct the launchers bind, one per shader family; the tests check
+/// each against naga's layout of the WGSL struct it mirrors.
+pub const PARAM_STRUCTS: &[ParamLayout] = &[
+    ParamLayout::of::<batchnorm::BatchNormParams>(),
+    ParamLayout::of::<conv::ConvParams>(),
+    ParamLayout::of::<elementwise::ElementwiseParams>(),
+    ParamLayout::of::<index::IndexParams>(),
+    ParamLayout::of::<matmul::MatmulParams>(),
+    ParamLayout::of::<optim::OptimParams>(),
+    ParamLayout::of::<pool::PoolParams>(),
+    ParamLayout::of::<reduce::ReduceParams>(),
+    ParamLayout::of::<softmax::SoftmaxParams>(),
+    ParamLayout::of::<sort::SortParams>(),
+];
 
 /// Element type of a tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,9 +249,15 @@ impl Tensor {
     }
 }
 
-/// Packs an f32 into a parameter word.
-pub fn f(x: f32) -> u32 {
-    x.to_bits()
+/// Records kernel `k` with parameters `p`, binding the tensors' buffers in order.
+fn launch<P: KernelParams>(
+    k: &Kernel<P>,
+    p: &P,
+    tensors: &[&Tensor],
+    groups: [u32; 3],
+) -> Result<()> {
+    let bufs: Vec<&Buffer> = tensors.iter().map(|t| t.buffer()).collect();
+    tensors[0].gpu().dispatch(k, p, &bufs, groups)
 }
 
 /// Checks that a size fits the u32 indices kernels use.
