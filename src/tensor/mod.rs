@@ -60,50 +60,46 @@ fn numel_of(shape: &[usize]) -> usize {
 }
 
 impl Tensor {
-    /// An uninitialised tensor (every element is written by the kernel that fills it).
-    pub fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Tensor {
-        let bytes = (numel_of(shape) * 4) as u64;
+    fn with_buffer(shape: &[usize], dtype: DType, buf: Buffer) -> Tensor {
         Tensor {
             shape: shape.to_vec(),
             dtype,
-            buf: Rc::new(gpu.alloc(bytes)),
+            buf: Rc::new(buf),
         }
+    }
+
+    /// An uninitialised tensor (every element is written by the kernel that fills it).
+    pub fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Tensor {
+        let bytes = (numel_of(shape) * 4) as u64;
+        Self::with_buffer(shape, dtype, gpu.alloc(bytes))
     }
 
     /// A tensor of zeros.
     pub fn zeros(gpu: &Gpu, shape: &[usize], dtype: DType) -> Tensor {
         let bytes = (numel_of(shape) * 4) as u64;
-        Tensor {
-            shape: shape.to_vec(),
-            dtype,
-            buf: Rc::new(gpu.zeros(bytes)),
-        }
+        Self::with_buffer(shape, dtype, gpu.zeros(bytes))
     }
 
     /// Uploads f32 data; `data.len()` must equal the product of `shape`.
     pub fn from_f32(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Result<Tensor> {
-        if numel_of(shape) != data.len() {
-            return Err(shape_err(
-                "from_f32",
-                format!(
-                    "shape {shape:?} needs {} values, got {}",
-                    numel_of(shape),
-                    data.len()
-                ),
-            ));
-        }
-        Ok(Tensor {
-            shape: shape.to_vec(),
-            dtype: DType::F32,
-            buf: Rc::new(gpu.upload(bytemuck::cast_slice(data))),
-        })
+        Self::from_pod("from_f32", gpu, shape, DType::F32, data)
     }
 
     /// Uploads u32 data (labels, indices).
     pub fn from_u32(gpu: &Gpu, shape: &[usize], data: &[u32]) -> Result<Tensor> {
+        Self::from_pod("from_u32", gpu, shape, DType::U32, data)
+    }
+
+    fn from_pod<T: bytemuck::Pod>(
+        op: &'static str,
+        gpu: &Gpu,
+        shape: &[usize],
+        dtype: DType,
+        data: &[T],
+    ) -> Result<Tensor> {
         if numel_of(shape) != data.len() {
             return Err(shape_err(
-                "from_u32",
+                op,
                 format!(
                     "shape {shape:?} needs {} values, got {}",
                     numel_of(shape),
@@ -111,11 +107,11 @@ impl Tensor {
                 ),
             ));
         }
-        Ok(Tensor {
-            shape: shape.to_vec(),
-            dtype: DType::U32,
-            buf: Rc::new(gpu.upload(bytemuck::cast_slice(data))),
-        })
+        Ok(Self::with_buffer(
+            shape,
+            dtype,
+            gpu.upload(bytemuck::cast_slice(data)),
+        ))
     }
 
     /// A tensor of `shape` filled with `value`.
