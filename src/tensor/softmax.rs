@@ -20,7 +20,7 @@ const SOFT_CE: Kernel<'static, SoftmaxParams> = Kernel::new("soft_ce");
 const SOFT_CE_BACK: Kernel<'static, SoftmaxParams> = Kernel::new("soft_ce_back");
 const HARD_CE: Kernel<'static, SoftmaxParams> = Kernel::new("hard_ce");
 
-/// Checks that `x` is f32 [B, C] and returns (B, C) as kernel words.
+/// Checks that `x` is f32 [B, C] and returns (B, C).
 fn logits_shape(op: &'static str, x: &Tensor) -> Result<(u32, u32)> {
     x.expect_dtype(op, DType::F32)?;
     let s = x.expect_rank(op, 2)?;
