@@ -2,15 +2,19 @@
 //! dispatches into few submissions. It knows WGSL kernels and buffers, nothing of autograd.
 
 pub mod adapter;
+pub mod params;
 pub mod pool;
 pub mod shaders;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::rc::Rc;
 
 use crate::error::{Error, Result};
 pub use adapter::AdapterRequest;
+pub(crate) use params::kernel_params;
+pub use params::{KernelParams, ParamLayout};
 use pool::BufferPool;
 use shaders::BindingKind;
 
@@ -27,6 +31,8 @@ struct Pipeline {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
     bindings: Vec<(u32, BindingKind)>,
+    /// Bytes of the family's uniform parameter struct as naga lays it out (0 without one).
+    params_size: u32,
 }
 
 /// One parsed shader family: naga's module (for reflection) and the driver's module.
@@ -34,6 +40,7 @@ struct Family {
     naga: naga::Module,
     info: naga::valid::ModuleInfo,
     module: wgpu::ShaderModule,
+    params_size: u32,
 }
 
 enum Cmd {
@@ -59,24 +66,35 @@ struct Recorder {
     params: Vec<u8>,
 }
 
-/// Which kernel to run: shader family, entry point and pipeline-override constants.
+/// Which kernel to run: entry point and pipeline-override constants of the shader family whose
+/// parameters `P` mirrors (so a launcher cannot pass another family's parameters).
 #[derive(Debug, Clone, Copy)]
-pub struct Kernel<'a> {
-    /// Shader family (file name without `.wgsl`).
+pub struct Kernel<'a, P> {
+    /// Shader family (file name without `.wgsl`), `P::SHADER`.
     pub shader: &'static str,
     /// Entry point in that file.
     pub entry: &'static str,
     /// Values for the file's `override` constants (specialisation).
     pub constants: &'a [(&'static str, f64)],
+    // Marks the parameter type without owning one.
+    params: PhantomData<fn(&P)>,
 }
 
-impl Kernel<'static> {
-    /// A kernel with no specialisation constants.
-    pub const fn new(shader: &'static str, entry: &'static str) -> Self {
+impl<P: KernelParams> Kernel<'static, P> {
+    /// Entry point `entry` of `P`'s shader family, with no specialisation constants.
+    pub const fn new(entry: &'static str) -> Self {
+        Kernel::with_constants(entry, &[])
+    }
+}
+
+impl<'a, P: KernelParams> Kernel<'a, P> {
+    /// Entry point `entry` of `P`'s shader family, with values for its override constants.
+    pub const fn with_constants(entry: &'static str, constants: &'a [(&'static str, f64)]) -> Self {
         Kernel {
-            shader,
+            shader: P::SHADER,
             entry,
-            constants: &[],
+            constants,
+            params: PhantomData,
         }
     }
 }
@@ -417,16 +435,18 @@ impl Gpu {
                     .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
             }
         };
+        let params_size = shaders::params_size(&naga_module).unwrap_or(0);
         let fam = Rc::new(Family {
             naga: naga_module,
             info,
             module,
+            params_size,
         });
         self.0.families.borrow_mut().insert(name, fam.clone());
         Ok(fam)
     }
 
-    fn pipeline(&self, k: &Kernel) -> Result<Rc<Pipeline>> {
+    fn pipeline<P>(&self, k: &Kernel<P>) -> Result<Rc<Pipeline>> {
         let mut key = format!("{}:{}", k.shader, k.entry);
         for (n, v) in k.constants {
             key.push_str(&format!(":{n}={v}"));
@@ -487,22 +507,23 @@ impl Gpu {
             pipeline,
             layout,
             bindings,
+            params_size: fam.params_size,
         });
         self.0.pipelines.borrow_mut().insert(key, p.clone());
         Ok(p)
     }
 
     /// Compiles (or finds cached) the pipeline for `k` without running it.
-    pub fn prepare(&self, k: &Kernel) -> Result<()> {
+    pub fn prepare<P: KernelParams>(&self, k: &Kernel<P>) -> Result<()> {
         self.pipeline(k).map(|_| ())
     }
 
-    /// Records one dispatch of `k` with parameter words `params` (binding 0) and `buffers`
-    /// bound, in order, to the entry point's storage bindings.
-    pub fn dispatch(
+    /// Records one dispatch of `k` with `params` (binding 0) and `buffers` bound, in order, to
+    /// the entry point's storage bindings.
+    pub fn dispatch<P: KernelParams>(
         &self,
-        k: &Kernel,
-        params: &[u32],
+        k: &Kernel<P>,
+        params: &P,
         buffers: &[&Buffer],
         groups: [u32; 3],
     ) -> Result<()> {
@@ -531,7 +552,21 @@ impl Gpu {
                 buffers.len()
             )));
         }
-        assert!(params.len() * 4 <= PARAM_SLOT as usize, "too many params");
+        // A host struct that drifted from the WGSL would feed the kernel shifted fields.
+        if pipe.params_size as usize != size_of::<P>() {
+            return Err(Error::Device(format!(
+                "{}:{} takes a {}-byte parameter struct, {} has {} bytes",
+                k.shader,
+                k.entry,
+                pipe.params_size,
+                P::NAME,
+                size_of::<P>()
+            )));
+        }
+        assert!(
+            size_of::<P>() <= PARAM_SLOT as usize,
+            "parameters exceed one arena slot"
+        );
         if let Some(b) = buffers.iter().find(|b| !Rc::ptr_eq(&b.gpu.0, &self.0)) {
             return Err(Error::Device(format!(
                 "{}:{} was given buffer #{} of another device",
@@ -582,7 +617,7 @@ impl Gpu {
         let offset = {
             let mut rec = self.0.rec.borrow_mut();
             let off = rec.params.len();
-            rec.params.extend_from_slice(bytemuck::cast_slice(params));
+            rec.params.extend_from_slice(bytemuck::bytes_of(params));
             rec.params.resize(off + PARAM_SLOT as usize, 0);
             off as u32
         };

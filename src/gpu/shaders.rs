@@ -77,3 +77,16 @@ pub fn entry_bindings(
     out.sort_by_key(|b| b.0);
     Some(out)
 }
+
+/// Bytes of the module's uniform parameter struct as naga lays it out (WGSL's uniform layout
+/// rules), or `None` when the module has no uniform or naga cannot lay it out.
+pub fn params_size(module: &naga::Module) -> Option<u32> {
+    let var = module
+        .global_variables
+        .iter()
+        .map(|(_, v)| v)
+        .find(|v| v.space == naga::AddressSpace::Uniform)?;
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(module.to_ctx()).ok()?;
+    Some(layouter[var.ty].size)
+}

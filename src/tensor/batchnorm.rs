@@ -1,8 +1,33 @@
 //! Batch normalisation kernels over NCHW activations (per-channel statistics).
 
-use super::{DType, Tensor, ensure, f, fits_u32};
+use super::{DType, Tensor, ensure, fits_u32, launch};
 use crate::error::Result;
-use crate::gpu::{Kernel, grid_1d};
+use crate::gpu::{Kernel, grid_1d, kernel_params};
+
+kernel_params! {
+    /// Mirrors `Params` in shaders/batchnorm.wgsl.
+    pub(crate) struct BatchNormParams for batchnorm::Params {
+        n: u32,
+        c: u32,
+        hw: u32,
+        eps: f32,
+        momentum: f32,
+    }
+}
+
+const STATS: Kernel<'static, BatchNormParams> = Kernel::new("stats");
+const RUNNING_UPDATE: Kernel<'static, BatchNormParams> = Kernel::new("running_update");
+const BACKWARD_SUMS: Kernel<'static, BatchNormParams> = Kernel::new("backward_sums");
+const BACKWARD_APPLY: Kernel<'static, BatchNormParams> = Kernel::new("backward_apply");
+
+/// The `apply` kernel, with the ReLU fused in or not.
+fn apply_kernel(relu: bool) -> Kernel<'static, BatchNormParams> {
+    if relu {
+        Kernel::with_constants("apply", &[("RELU", 1.0)])
+    } else {
+        Kernel::with_constants("apply", &[("RELU", 0.0)])
+    }
+}
 
 /// Per-channel batch statistics: mean and biased variance.
 #[derive(Clone)]
@@ -26,8 +51,14 @@ fn nchw(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
     Ok((s[0], s[1], hw))
 }
 
-fn params(n: usize, c: usize, hw: usize, eps: f32, momentum: f32) -> [u32; 5] {
-    [n as u32, c as u32, hw as u32, f(eps), f(momentum)]
+fn params(n: usize, c: usize, hw: usize, eps: f32, momentum: f32) -> BatchNormParams {
+    BatchNormParams {
+        n: n as u32,
+        c: c as u32,
+        hw: hw as u32,
+        eps,
+        momentum,
+    }
 }
 
 fn check_channels(op: &'static str, c: usize, ts: &[&Tensor]) -> Result<()> {
@@ -45,10 +76,10 @@ pub fn batch_stats(x: &Tensor) -> Result<BatchStats> {
     let gpu = x.gpu();
     let mean = Tensor::empty(gpu, &[c], DType::F32);
     let var = Tensor::empty(gpu, &[c], DType::F32);
-    gpu.dispatch(
-        &Kernel::new("batchnorm", "stats"),
+    launch(
+        &STATS,
         &params(n, c, hw, 0.0, 0.0),
-        &[x.buffer(), mean.buffer(), var.buffer()],
+        &[x, &mean, &var],
         [c as u32, 1, 1],
     )?;
     Ok(BatchStats {
@@ -71,23 +102,10 @@ pub fn bn_apply(
     let (n, c, hw) = nchw("bn_apply", x)?;
     check_channels("bn_apply", c, &[mean, var, gamma, beta])?;
     let out = Tensor::empty(x.gpu(), x.shape(), DType::F32);
-    let consts = [("RELU", relu as u32 as f64)];
-    let k = Kernel {
-        shader: "batchnorm",
-        entry: "apply",
-        constants: &consts,
-    };
-    x.gpu().dispatch(
-        &k,
+    launch(
+        &apply_kernel(relu),
         &params(n, c, hw, eps, 0.0),
-        &[
-            x.buffer(),
-            mean.buffer(),
-            var.buffer(),
-            gamma.buffer(),
-            beta.buffer(),
-            out.buffer(),
-        ],
+        &[x, mean, var, gamma, beta, &out],
         grid_1d(x.numel(), 256),
     )?;
     Ok(out)
@@ -107,15 +125,10 @@ pub fn bn_running_update(
         c,
         &[running_mean, running_var, &batch.var],
     )?;
-    running_mean.gpu().dispatch(
-        &Kernel::new("batchnorm", "running_update"),
+    launch(
+        &RUNNING_UPDATE,
         &params(batch.count, c, 1, 0.0, momentum),
-        &[
-            batch.mean.buffer(),
-            batch.var.buffer(),
-            running_mean.buffer(),
-            running_var.buffer(),
-        ],
+        &[&batch.mean, &batch.var, running_mean, running_var],
         grid_1d(c, 256),
     )
 }
@@ -139,33 +152,18 @@ pub fn bn_backward(
     // sum(dy) is dbeta and sum(dy * xhat) is dgamma.
     let dbeta = Tensor::empty(gpu, &[c], DType::F32);
     let dgamma = Tensor::empty(gpu, &[c], DType::F32);
-    gpu.dispatch(
-        &Kernel::new("batchnorm", "backward_sums"),
+    let (mean, var) = (&stats.mean, &stats.var);
+    launch(
+        &BACKWARD_SUMS,
         &p,
-        &[
-            x.buffer(),
-            stats.mean.buffer(),
-            stats.var.buffer(),
-            dy.buffer(),
-            dbeta.buffer(),
-            dgamma.buffer(),
-        ],
+        &[x, mean, var, dy, &dbeta, &dgamma],
         [c as u32, 1, 1],
     )?;
     let dx = Tensor::empty(gpu, x.shape(), DType::F32);
-    gpu.dispatch(
-        &Kernel::new("batchnorm", "backward_apply"),
+    launch(
+        &BACKWARD_APPLY,
         &p,
-        &[
-            x.buffer(),
-            stats.mean.buffer(),
-            stats.var.buffer(),
-            gamma.buffer(),
-            dy.buffer(),
-            dx.buffer(),
-            dbeta.buffer(),
-            dgamma.buffer(),
-        ],
+        &[x, mean, var, gamma, dy, &dx, &dbeta, &dgamma],
         grid_1d(x.numel(), 256),
     )?;
     Ok((dx, dgamma, dbeta))

@@ -1,9 +1,9 @@
 //! 2-D convolution as implicit GEMM: forward, input gradient and weight gradient.
 //! The three form a closed family: each one's derivatives are the other two.
 
-use super::{DType, Tensor, ensure, fits_u32, reduce};
-use crate::error::Result;
-use crate::gpu::Kernel;
+use super::{DType, Tensor, ensure, fits_u32, launch, reduce};
+use crate::error::{Result, shape_err};
+use crate::gpu::{Kernel, kernel_params};
 
 /// Stride and zero padding of a convolution (the same in both spatial dimensions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +23,24 @@ impl ConvGeom {
     }
 }
 
+kernel_params! {
+    /// Mirrors `Params` in shaders/conv2d.wgsl.
+    pub(crate) struct ConvParams for conv2d::Params {
+        n: u32,
+        ci: u32,
+        h: u32,
+        w: u32,
+        co: u32,
+        oh: u32,
+        ow: u32,
+        kh: u32,
+        kw: u32,
+        stride: u32,
+        pad: u32,
+        chunk: u32, // weight_grad: output pixels per split
+    }
+}
+
 /// All sizes of one convolution.
 #[derive(Debug, Clone, Copy)]
 struct Dims {
@@ -38,17 +56,42 @@ struct Dims {
 }
 
 impl Dims {
+    /// Sizes from the input shape [N, Ci, H, W], the output channels and plane, and the kernel.
+    fn new(input: &[usize], co: usize, (oh, ow): (usize, usize), (kh, kw): (usize, usize)) -> Dims {
+        Dims {
+            n: input[0],
+            ci: input[1],
+            h: input[2],
+            w: input[3],
+            co,
+            oh,
+            ow,
+            kh,
+            kw,
+        }
+    }
+
     /// The kernel side if the kernel is square (a constant the shader can unroll), else 0.
     fn square_kernel(&self) -> usize {
         if self.kh == self.kw { self.kh } else { 0 }
     }
 
-    fn params(&self, g: ConvGeom, chunk: usize) -> [u32; 12] {
-        [
-            self.n, self.ci, self.h, self.w, self.co, self.oh, self.ow, self.kh, self.kw, g.stride,
-            g.pad, chunk,
-        ]
-        .map(|v| v as u32)
+    fn params(&self, g: ConvGeom, chunk: usize) -> ConvParams {
+        let u = |v: usize| v as u32;
+        ConvParams {
+            n: u(self.n),
+            ci: u(self.ci),
+            h: u(self.h),
+            w: u(self.w),
+            co: u(self.co),
+            oh: u(self.oh),
+            ow: u(self.ow),
+            kh: u(self.kh),
+            kw: u(self.kw),
+            stride: u(g.stride),
+            pad: u(g.pad),
+            chunk: u(chunk),
+        }
     }
 }
 
@@ -67,71 +110,87 @@ fn channel_blocks(channels: usize) -> usize {
     if channels >= 8 { 2 } else { 1 }
 }
 
-fn kernel<'a>(entry: &'static str, consts: &'a [(&'static str, f64)]) -> Kernel<'a> {
-    Kernel {
-        shader: "conv2d",
-        entry,
-        constants: consts,
-    }
+/// Checks the geometry and that both operands are rank 4; returns their shapes.
+fn operands<'a>(
+    op: &'static str,
+    g: ConvGeom,
+    a: &'a Tensor,
+    b: &'a Tensor,
+) -> Result<(&'a [usize], &'a [usize])> {
+    ensure(g.stride >= 1, op, || "stride must be at least 1".into())?;
+    Ok((a.expect_rank(op, 4)?, b.expect_rank(op, 4)?))
 }
 
-fn check(op: &'static str, g: ConvGeom) -> Result<()> {
-    ensure(g.stride >= 1, op, || "stride must be at least 1".into())
+/// The two kernels that compute whole output pixels, PIX pixels of 4 * CH_BLOCKS channels per
+/// invocation: the forward pass (from x) and the input gradient (from dy).
+#[derive(Debug, Clone, Copy)]
+enum PixelPass {
+    Forward,
+    InputGrad,
 }
 
-/// Convolution of x [N,Ci,H,W] with w [Co,Ci,KH,KW]: returns [N,Co,OH,OW].
-pub fn conv2d(x: &Tensor, w: &Tensor, g: ConvGeom) -> Result<Tensor> {
-    check("conv2d", g)?;
-    x.expect_dtype("conv2d", DType::F32)?;
-    let xs = x.expect_rank("conv2d", 4)?;
-    let ws = w.expect_rank("conv2d", 4)?;
-    ensure(xs[1] == ws[1], "conv2d", || {
-        format!(
-            "input {xs:?} has {} channels, weight {ws:?} expects {}",
-            xs[1], ws[1]
-        )
-    })?;
-    let (oh, ow) = match (g.out_size(xs[2], ws[2]), g.out_size(xs[3], ws[3])) {
-        (Some(a), Some(b)) => (a, b),
-        _ => {
-            return Err(crate::error::shape_err(
-                "conv2d",
-                format!("kernel {ws:?} larger than padded input {xs:?}"),
-            ));
-        }
+/// Launches `pass` on `src` (x or dy) and the weight `w`; returns its output.
+fn pixel_pass(
+    pass: PixelPass,
+    op: &'static str,
+    src: &Tensor,
+    w: &Tensor,
+    d: Dims,
+    g: ConvGeom,
+) -> Result<Tensor> {
+    // Entry, output channels and plane, pixels per z slice and z slices.
+    let (entry, channels, (oh, ow), rows, slices) = match pass {
+        PixelPass::Forward => ("forward", d.co, (d.oh, d.ow), d.n * d.oh * d.ow, 1),
+        // One z slice per stride phase; phase (0, 0) has the most pixels.
+        PixelPass::InputGrad => (
+            "input_grad",
+            d.ci,
+            (d.h, d.w),
+            d.n * d.h.div_ceil(g.stride) * d.w.div_ceil(g.stride),
+            g.stride * g.stride,
+        ),
     };
-    let d = Dims {
-        n: xs[0],
-        ci: xs[1],
-        h: xs[2],
-        w: xs[3],
-        co: ws[0],
-        oh,
-        ow,
-        kh: ws[2],
-        kw: ws[3],
-    };
-    let out = Tensor::empty(x.gpu(), &[d.n, d.co, oh, ow], DType::F32);
-    fits_u32("conv2d", out.numel().max(x.numel()))?;
-    let cb = channel_blocks(d.co);
+    let out = Tensor::empty(src.gpu(), &[d.n, channels, oh, ow], DType::F32);
+    fits_u32(op, out.numel().max(src.numel()))?;
+    let cb = channel_blocks(channels);
     let consts = [
         ("STRIDE", g.stride as f64),
         ("KSIZE", d.square_kernel() as f64),
         ("CH_BLOCKS", cb as f64),
     ];
-    let rows = d.n * oh * ow;
     let groups = [
         rows.div_ceil(256 * PIX) as u32,
-        d.co.div_ceil(4 * cb) as u32,
-        1,
+        channels.div_ceil(4 * cb) as u32,
+        slices as u32,
     ];
-    x.gpu().dispatch(
-        &kernel("forward", &consts),
+    launch(
+        &Kernel::with_constants(entry, &consts),
         &d.params(g, 0),
-        &[x.buffer(), w.buffer(), out.buffer()],
+        &[src, w, &out],
         groups,
     )?;
     Ok(out)
+}
+
+/// Convolution of x [N,Ci,H,W] with w [Co,Ci,KH,KW]: returns [N,Co,OH,OW].
+pub fn conv2d(x: &Tensor, w: &Tensor, g: ConvGeom) -> Result<Tensor> {
+    const OP: &str = "conv2d";
+    let (xs, ws) = operands(OP, g, x, w)?;
+    x.expect_dtype(OP, DType::F32)?;
+    ensure(xs[1] == ws[1], OP, || {
+        format!(
+            "input {xs:?} has {} channels, weight {ws:?} expects {}",
+            xs[1], ws[1]
+        )
+    })?;
+    let (Some(oh), Some(ow)) = (g.out_size(xs[2], ws[2]), g.out_size(xs[3], ws[3])) else {
+        return Err(shape_err(
+            OP,
+            format!("kernel {ws:?} larger than padded input {xs:?}"),
+        ));
+    };
+    let d = Dims::new(xs, ws[0], (oh, ow), (ws[2], ws[3]));
+    pixel_pass(PixelPass::Forward, OP, x, w, d, g)
 }
 
 /// Gradient of conv2d with respect to its input (a transposed convolution): dy [N,Co,OH,OW],
@@ -142,50 +201,23 @@ pub fn conv2d_input_grad(
     input_hw: (usize, usize),
     g: ConvGeom,
 ) -> Result<Tensor> {
-    check("conv2d_input_grad", g)?;
-    let ys = dy.expect_rank("conv2d_input_grad", 4)?;
-    let ws = w.expect_rank("conv2d_input_grad", 4)?;
+    const OP: &str = "conv2d_input_grad";
+    let (ys, ws) = operands(OP, g, dy, w)?;
     let (h, wd) = input_hw;
     ensure(
         ys[1] == ws[0]
             && g.out_size(h, ws[2]) == Some(ys[2])
             && g.out_size(wd, ws[3]) == Some(ys[3]),
-        "conv2d_input_grad",
+        OP,
         || format!("gradient {ys:?} does not match weight {ws:?} on a {h}x{wd} input"),
     )?;
-    let d = Dims {
-        n: ys[0],
-        ci: ws[1],
-        h,
-        w: wd,
-        co: ws[0],
-        oh: ys[2],
-        ow: ys[3],
-        kh: ws[2],
-        kw: ws[3],
-    };
-    let out = Tensor::empty(dy.gpu(), &[d.n, d.ci, h, wd], DType::F32);
-    fits_u32("conv2d_input_grad", out.numel().max(dy.numel()))?;
-    let cb = channel_blocks(d.ci);
-    let consts = [
-        ("STRIDE", g.stride as f64),
-        ("KSIZE", d.square_kernel() as f64),
-        ("CH_BLOCKS", cb as f64),
-    ];
-    // One z slice per stride phase; phase (0, 0) has the most pixels.
-    let rows = d.n * h.div_ceil(g.stride) * wd.div_ceil(g.stride);
-    let groups = [
-        rows.div_ceil(256 * PIX) as u32,
-        d.ci.div_ceil(4 * cb) as u32,
-        (g.stride * g.stride) as u32,
-    ];
-    dy.gpu().dispatch(
-        &kernel("input_grad", &consts),
-        &d.params(g, 0),
-        &[dy.buffer(), w.buffer(), out.buffer()],
-        groups,
-    )?;
-    Ok(out)
+    let d = Dims::new(
+        &[ys[0], ws[1], h, wd],
+        ws[0],
+        (ys[2], ys[3]),
+        (ws[2], ws[3]),
+    );
+    pixel_pass(PixelPass::InputGrad, OP, dy, w, d, g)
 }
 
 /// Gradient of conv2d with respect to its weight: x [N,Ci,H,W], dy [N,Co,OH,OW], kernel size
@@ -193,32 +225,20 @@ pub fn conv2d_input_grad(
 pub fn conv2d_weight_grad(
     x: &Tensor,
     dy: &Tensor,
-    kernel_hw: (usize, usize),
+    (kh, kw): (usize, usize),
     g: ConvGeom,
 ) -> Result<Tensor> {
-    check("conv2d_weight_grad", g)?;
-    let xs = x.expect_rank("conv2d_weight_grad", 4)?;
-    let ys = dy.expect_rank("conv2d_weight_grad", 4)?;
-    let (kh, kw) = kernel_hw;
+    const OP: &str = "conv2d_weight_grad";
+    let (xs, ys) = operands(OP, g, x, dy)?;
     ensure(
         xs[0] == ys[0]
             && g.out_size(xs[2], kh) == Some(ys[2])
             && g.out_size(xs[3], kw) == Some(ys[3]),
-        "conv2d_weight_grad",
+        OP,
         || format!("input {xs:?} and gradient {ys:?} do not fit a {kh}x{kw} kernel"),
     )?;
-    let d = Dims {
-        n: xs[0],
-        ci: xs[1],
-        h: xs[2],
-        w: xs[3],
-        co: ys[1],
-        oh: ys[2],
-        ow: ys[3],
-        kh,
-        kw,
-    };
-    fits_u32("conv2d_weight_grad", x.numel().max(dy.numel()))?;
+    let d = Dims::new(xs, ys[1], (ys[2], ys[3]), (kh, kw));
+    fits_u32(OP, x.numel().max(dy.numel()))?;
     // Invocations along x: 4 * cb input channels at kw_run taps each; along y: co_per output
     // channels. 16 x 8 was the fastest block measured on lavapipe (1.6x over 4 x 4); with
     // fewer than 8 input channels (the stem) 8 x 4 was.
@@ -248,15 +268,10 @@ pub fn conv2d_weight_grad(
         d.co.div_ceil(co_per * wy as usize) as u32,
         splits as u32,
     ];
-    let k = Kernel {
-        shader: "conv2d",
-        entry: "weight_grad",
-        constants: &consts,
-    };
-    x.gpu().dispatch(
-        &k,
+    launch(
+        &Kernel::with_constants("weight_grad", &consts),
         &d.params(g, chunk),
-        &[x.buffer(), dy.buffer(), partial.buffer()],
+        &[x, dy, &partial],
         groups,
     )?;
     if splits == 1 {

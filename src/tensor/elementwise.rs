@@ -1,8 +1,8 @@
 //! Elementwise maps: unary functions, broadcasting binary ops and fused tails.
 
-use super::{DType, Tensor, ensure, f, fits_u32};
+use super::{DType, Tensor, ensure, fits_u32, launch};
 use crate::error::{Result, shape_err};
-use crate::gpu::{Kernel, grid_1d};
+use crate::gpu::{Kernel, grid_1d, kernel_params};
 
 /// A unary function; the discriminant is the kernel's op code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,16 +56,61 @@ pub enum Binary {
     First = 8,
 }
 
-const UNARY: Kernel<'static> = Kernel::new("elementwise", "unary");
-const BINARY: Kernel<'static> = Kernel::new("elementwise", "binary");
-const FILL: Kernel<'static> = Kernel::new("elementwise", "fill");
-
-fn params(n: u32, op: u32, bcast: u32, alpha: f32, beta: f32, extra: [[u32; 4]; 3]) -> Vec<u32> {
-    let mut p = vec![n, op, bcast, f(alpha), f(beta), 0, 0, 0];
-    for v in extra {
-        p.extend_from_slice(&v);
+kernel_params! {
+    /// Mirrors `Params` in shaders/elementwise.wgsl.
+    pub(crate) struct ElementwiseParams for elementwise::Params {
+        n: u32,
+        op: u32,
+        bcast: u32,
+        alpha: f32,
+        beta: f32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+        dims: [u32; 4],
+        stride_a: [u32; 4],
+        stride_b: [u32; 4],
     }
-    p
+}
+
+const UNARY: Kernel<'static, ElementwiseParams> = Kernel::new("unary");
+const BINARY: Kernel<'static, ElementwiseParams> = Kernel::new("binary");
+const FILL: Kernel<'static, ElementwiseParams> = Kernel::new("fill");
+
+/// Parameters of a launch over `n` elements of one shape (no broadcasting).
+fn flat(n: u32, op: u32, alpha: f32, beta: f32) -> ElementwiseParams {
+    ElementwiseParams {
+        n,
+        op,
+        alpha,
+        beta,
+        ..Default::default()
+    }
+}
+
+/// Parameters of a broadcasting `binary` launch over the rank-4 output `out4` of `n` elements.
+fn broadcast(
+    n: u32,
+    op: Binary,
+    alpha: f32,
+    out4: [usize; 4],
+    stride_a: [u32; 4],
+    stride_b: [u32; 4],
+) -> ElementwiseParams {
+    ElementwiseParams {
+        bcast: 1,
+        dims: out4.map(|d| d as u32),
+        stride_a,
+        stride_b,
+        ..flat(n, op as u32, alpha, 0.0)
+    }
+}
+
+/// `shape` (rank up to 4) padded with leading 1s to rank 4.
+fn rank4(shape: &[usize]) -> [usize; 4] {
+    let mut out4 = [1usize; 4];
+    out4[4 - shape.len()..].copy_from_slice(shape);
+    out4
 }
 
 /// `alpha * op(x) + beta`, elementwise.
@@ -73,13 +118,8 @@ pub fn unary(x: &Tensor, op: Unary, alpha: f32, beta: f32) -> Result<Tensor> {
     x.expect_dtype("unary", DType::F32)?;
     let n = fits_u32("unary", x.numel())?;
     let out = Tensor::empty(x.gpu(), x.shape(), DType::F32);
-    let p = params(n, op as u32, 0, alpha, beta, [[0; 4]; 3]);
-    x.gpu().dispatch(
-        &UNARY,
-        &p,
-        &[x.buffer(), out.buffer()],
-        grid_1d(x.numel(), 256),
-    )?;
+    let p = flat(n, op as u32, alpha, beta);
+    launch(&UNARY, &p, &[x, &out], grid_1d(x.numel(), 256))?;
     Ok(out)
 }
 
@@ -97,9 +137,8 @@ pub fn affine(x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
 pub fn fill(t: &Tensor, value: f32) -> Result<()> {
     t.expect_dtype("fill", DType::F32)?;
     let n = fits_u32("fill", t.numel())?;
-    let p = params(n, 0, 0, value, 0.0, [[0; 4]; 3]);
-    t.gpu()
-        .dispatch(&FILL, &p, &[t.buffer()], grid_1d(t.numel(), 256))
+    let p = flat(n, 0, value, 0.0);
+    launch(&FILL, &p, &[t], grid_1d(t.numel(), 256))
 }
 
 /// The broadcast of two shapes by NumPy's rules (aligned at the right).
@@ -160,29 +199,16 @@ pub fn binary_scaled(a: &Tensor, b: &Tensor, op: Binary, alpha: f32) -> Result<T
     let n = fits_u32("binary", out.numel())?;
     let same = a.shape() == shape.as_slice() && b.shape() == shape.as_slice();
     let p = if same {
-        params(n, op as u32, 0, alpha, 0.0, [[0; 4]; 3])
+        flat(n, op as u32, alpha, 0.0)
     } else {
         ensure(shape.len() <= 4, "binary", || {
             format!("broadcast of rank {} (max 4)", shape.len())
         })?;
-        let mut out4 = [1usize; 4];
-        out4[4 - shape.len()..].copy_from_slice(&shape);
-        let dims = out4.map(|d| d as u32);
-        params(
-            n,
-            op as u32,
-            1,
-            alpha,
-            0.0,
-            [dims, strides4(a.shape(), &out4), strides4(b.shape(), &out4)],
-        )
+        let out4 = rank4(&shape);
+        let (sa, sb) = (strides4(a.shape(), &out4), strides4(b.shape(), &out4));
+        broadcast(n, op, alpha, out4, sa, sb)
     };
-    a.gpu().dispatch(
-        &BINARY,
-        &p,
-        &[a.buffer(), b.buffer(), out.buffer()],
-        grid_1d(out.numel(), 256),
-    )?;
+    launch(&BINARY, &p, &[a, b, &out], grid_1d(out.numel(), 256))?;
     Ok(out)
 }
 
@@ -219,21 +245,15 @@ pub fn broadcast_to(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
     }
     let out = Tensor::empty(x.gpu(), shape, DType::F32);
     let n = fits_u32("broadcast_to", out.numel())?;
-    let mut out4 = [1usize; 4];
-    out4[4 - shape.len()..].copy_from_slice(shape);
-    let p = params(
+    let out4 = rank4(shape);
+    let p = broadcast(
         n,
-        Binary::First as u32,
-        1,
+        Binary::First,
         1.0,
-        0.0,
-        [out4.map(|d| d as u32), strides4(x.shape(), &out4), [0; 4]],
+        out4,
+        strides4(x.shape(), &out4),
+        [0; 4],
     );
-    x.gpu().dispatch(
-        &BINARY,
-        &p,
-        &[x.buffer(), x.buffer(), out.buffer()],
-        grid_1d(out.numel(), 256),
-    )?;
+    launch(&BINARY, &p, &[x, x, &out], grid_1d(out.numel(), 256))?;
     Ok(out)
 }

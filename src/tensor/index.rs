@@ -3,15 +3,24 @@
 //! Indices are not checked on the host (that would need a readback): the kernels never read or
 //! write out of range, giving 0 for an out-of-range label or index (`scatter_rows` skips it).
 
-use super::{DType, Tensor, ensure, fits_u32};
+use super::{DType, Tensor, ensure, fits_u32, launch};
 use crate::error::Result;
-use crate::gpu::{Kernel, grid_1d};
+use crate::gpu::{Kernel, grid_1d, kernel_params};
 
-const ONE_HOT: Kernel<'static> = Kernel::new("index", "one_hot");
-const GATHER_ROWS: Kernel<'static> = Kernel::new("index", "gather_rows");
-const PICK: Kernel<'static> = Kernel::new("index", "pick");
-const UNPICK: Kernel<'static> = Kernel::new("index", "unpick");
-const SCATTER_ROWS: Kernel<'static> = Kernel::new("index", "scatter_rows");
+kernel_params! {
+    /// Mirrors `Params` in shaders/index.wgsl.
+    pub(crate) struct IndexParams for index::Params {
+        rows: u32,     // B: index entries
+        cols: u32,     // C or D: row length
+        src_rows: u32, // gather: rows of src; scatter: rows of out
+    }
+}
+
+const ONE_HOT: Kernel<'static, IndexParams> = Kernel::new("one_hot");
+const GATHER_ROWS: Kernel<'static, IndexParams> = Kernel::new("gather_rows");
+const PICK: Kernel<'static, IndexParams> = Kernel::new("pick");
+const UNPICK: Kernel<'static, IndexParams> = Kernel::new("unpick");
+const SCATTER_ROWS: Kernel<'static, IndexParams> = Kernel::new("scatter_rows");
 
 /// Checks that `idx` is u32 [B] and returns B.
 fn index_len(op: &'static str, idx: &Tensor) -> Result<usize> {
@@ -26,23 +35,44 @@ fn matrix(op: &'static str, src: &Tensor) -> Result<(usize, usize)> {
     Ok((s[0], s[1]))
 }
 
-/// Records `k` over `items` invocations unless there is nothing to do.
-fn launch(
-    k: &Kernel,
+/// Checks that `src` is f32 [B, D] and `idx` (named `what`) u32 [B]; returns (B, D).
+fn matrix_with_index(
     op: &'static str,
-    p: [usize; 3],
-    bufs: &[&Tensor],
+    what: &str,
+    src: &Tensor,
+    idx: &Tensor,
+) -> Result<(usize, usize)> {
+    let (b, d) = matrix(op, src)?;
+    ensure(idx.shape() == [b], op, || {
+        format!(
+            "{what} {:?} must be [{b}] for src {:?}",
+            idx.shape(),
+            src.shape()
+        )
+    })?;
+    index_len(op, idx)?;
+    Ok((b, d))
+}
+
+/// Records `k` with parameters (rows, cols, src_rows) over `items` invocations unless there is
+/// nothing to do.
+fn launch_items(
+    k: &Kernel<IndexParams>,
+    op: &'static str,
+    [rows, cols, src_rows]: [usize; 3],
+    tensors: &[&Tensor],
     items: usize,
 ) -> Result<()> {
     fits_u32(op, items)?;
     if items == 0 {
         return Ok(());
     }
-    let words = [p[0] as u32, p[1] as u32, p[2] as u32];
-    let bufs: Vec<_> = bufs.iter().map(|t| t.buffer()).collect();
-    bufs[0]
-        .gpu()
-        .dispatch(k, &words, &bufs, grid_1d(items, 256))
+    let p = IndexParams {
+        rows: rows as u32,
+        cols: cols as u32,
+        src_rows: src_rows as u32,
+    };
+    launch(k, &p, tensors, grid_1d(items, 256))
 }
 
 /// One-hot rows f32 [B, classes] of labels u32 [B] (a label >= classes gives a zero row).
@@ -51,7 +81,7 @@ pub fn one_hot(labels: &Tensor, classes: usize) -> Result<Tensor> {
     let b = index_len(OP, labels)?;
     fits_u32(OP, b * classes)?;
     let out = Tensor::empty(labels.gpu(), &[b, classes], DType::F32);
-    launch(&ONE_HOT, OP, [b, classes, 0], &[labels, &out], b * classes)?;
+    launch_items(&ONE_HOT, OP, [b, classes, 0], &[labels, &out], b * classes)?;
     Ok(out)
 }
 
@@ -62,25 +92,17 @@ pub fn gather_rows(src: &Tensor, idx: &Tensor) -> Result<Tensor> {
     let b = index_len(OP, idx)?;
     fits_u32(OP, n * d)?;
     let out = Tensor::empty(src.gpu(), &[b, d], DType::F32);
-    launch(&GATHER_ROWS, OP, [b, d, n], &[src, idx, &out], b * d)?;
+    launch_items(&GATHER_ROWS, OP, [b, d, n], &[src, idx, &out], b * d)?;
     Ok(out)
 }
 
 /// `src[r, labels[r]]` of f32 [B, C] for labels u32 [B], giving [B] (0 if the label >= C).
 pub fn pick(src: &Tensor, labels: &Tensor) -> Result<Tensor> {
     const OP: &str = "pick";
-    let (b, c) = matrix(OP, src)?;
-    ensure(labels.shape() == [b], OP, || {
-        format!(
-            "labels {:?} must be [{b}] for src {:?}",
-            labels.shape(),
-            src.shape()
-        )
-    })?;
-    index_len(OP, labels)?;
+    let (b, c) = matrix_with_index(OP, "labels", src, labels)?;
     fits_u32(OP, b * c)?;
     let out = Tensor::empty(src.gpu(), &[b], DType::F32);
-    launch(&PICK, OP, [b, c, 0], &[src, labels, &out], b)?;
+    launch_items(&PICK, OP, [b, c, 0], &[src, labels, &out], b)?;
     Ok(out)
 }
 
@@ -97,13 +119,8 @@ pub fn unpick(grad: &Tensor, labels: &Tensor, classes: usize) -> Result<Tensor> 
         )
     })?;
     let out = Tensor::empty(grad.gpu(), &[b, classes], DType::F32);
-    launch(
-        &UNPICK,
-        OP,
-        [b, classes, 0],
-        &[grad, labels, &out],
-        b * classes,
-    )?;
+    let bufs = [grad, labels, &out];
+    launch_items(&UNPICK, OP, [b, classes, 0], &bufs, b * classes)?;
     Ok(out)
 }
 
@@ -113,23 +130,10 @@ pub fn unpick(grad: &Tensor, labels: &Tensor, classes: usize) -> Result<Tensor> 
 /// `>= dst_rows` is skipped.
 pub fn scatter_rows(dst_rows: usize, src: &Tensor, idx: &Tensor) -> Result<Tensor> {
     const OP: &str = "scatter_rows";
-    let (b, d) = matrix(OP, src)?;
-    ensure(idx.shape() == [b], OP, || {
-        format!(
-            "idx {:?} must be [{b}] for src {:?}",
-            idx.shape(),
-            src.shape()
-        )
-    })?;
-    index_len(OP, idx)?;
+    let (b, d) = matrix_with_index(OP, "idx", src, idx)?;
     fits_u32(OP, dst_rows * d)?;
     let out = Tensor::zeros(src.gpu(), &[dst_rows, d], DType::F32);
-    launch(
-        &SCATTER_ROWS,
-        OP,
-        [b, d, dst_rows],
-        &[src, idx, &out],
-        b * d,
-    )?;
+    let bufs = [src, idx, &out];
+    launch_items(&SCATTER_ROWS, OP, [b, d, dst_rows], &bufs, b * d)?;
     Ok(out)
 }

@@ -2,7 +2,19 @@
 
 use super::{DType, Tensor, ensure, fits_u32};
 use crate::error::Result;
-use crate::gpu::Kernel;
+use crate::gpu::{Kernel, kernel_params};
+
+kernel_params! {
+    /// Mirrors `Params` in shaders/matmul.wgsl.
+    pub(crate) struct MatmulParams for matmul::Params {
+        m: u32,
+        n: u32,
+        k: u32,
+        batch_stride_a: u32,
+        batch_stride_b: u32,
+        batch_stride_c: u32,
+    }
+}
 
 /// `op(a) @ op(b)` for 2-D tensors, where op transposes when the flag is set:
 /// a is [M,K] (or [K,M] with `trans_a`), b is [K,N] (or [N,K] with `trans_b`); returns [M,N].
@@ -73,11 +85,7 @@ fn launch(
         ("TRANS_B", trans_b as u32 as f64),
         ("ACCUMULATE", acc as u32 as f64),
     ];
-    let kernel = Kernel {
-        shader: "matmul",
-        entry: "main",
-        constants: &constants,
-    };
+    let kernel = Kernel::with_constants("main", &constants);
     if k == 0 {
         // An empty sum: zeros (or nothing to add).
         if !acc {
@@ -85,8 +93,12 @@ fn launch(
         }
         return Ok(());
     }
-    let p = [m as u32, n as u32, k as u32, 0, 0, 0];
+    let p = MatmulParams {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        ..Default::default()
+    };
     let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1];
-    a.gpu()
-        .dispatch(&kernel, &p, &[a.buffer(), b.buffer(), out.buffer()], groups)
+    super::launch(&kernel, &p, &[a, b, out], groups)
 }

@@ -15,7 +15,22 @@ pub mod sort;
 use std::rc::Rc;
 
 use crate::error::{Error, Result, shape_err};
-use crate::gpu::{Buffer, Gpu};
+use crate::gpu::{Buffer, Gpu, Kernel, KernelParams, ParamLayout};
+
+/// Every kernel parameter struct the launchers bind, one per shader family; the tests check
+/// each against naga's layout of the WGSL struct it mirrors.
+pub const PARAM_STRUCTS: &[ParamLayout] = &[
+    ParamLayout::of::<batchnorm::BatchNormParams>(),
+    ParamLayout::of::<conv::ConvParams>(),
+    ParamLayout::of::<elementwise::ElementwiseParams>(),
+    ParamLayout::of::<index::IndexParams>(),
+    ParamLayout::of::<matmul::MatmulParams>(),
+    ParamLayout::of::<optim::OptimParams>(),
+    ParamLayout::of::<pool::PoolParams>(),
+    ParamLayout::of::<reduce::ReduceParams>(),
+    ParamLayout::of::<softmax::SoftmaxParams>(),
+    ParamLayout::of::<sort::SortParams>(),
+];
 
 /// Element type of a tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,50 +60,46 @@ fn numel_of(shape: &[usize]) -> usize {
 }
 
 impl Tensor {
-    /// An uninitialised tensor (every element is written by the kernel that fills it).
-    pub fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Tensor {
-        let bytes = (numel_of(shape) * 4) as u64;
+    fn with_buffer(shape: &[usize], dtype: DType, buf: Buffer) -> Tensor {
         Tensor {
             shape: shape.to_vec(),
             dtype,
-            buf: Rc::new(gpu.alloc(bytes)),
+            buf: Rc::new(buf),
         }
+    }
+
+    /// An uninitialised tensor (every element is written by the kernel that fills it).
+    pub fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Tensor {
+        let bytes = (numel_of(shape) * 4) as u64;
+        Self::with_buffer(shape, dtype, gpu.alloc(bytes))
     }
 
     /// A tensor of zeros.
     pub fn zeros(gpu: &Gpu, shape: &[usize], dtype: DType) -> Tensor {
         let bytes = (numel_of(shape) * 4) as u64;
-        Tensor {
-            shape: shape.to_vec(),
-            dtype,
-            buf: Rc::new(gpu.zeros(bytes)),
-        }
+        Self::with_buffer(shape, dtype, gpu.zeros(bytes))
     }
 
     /// Uploads f32 data; `data.len()` must equal the product of `shape`.
     pub fn from_f32(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Result<Tensor> {
-        if numel_of(shape) != data.len() {
-            return Err(shape_err(
-                "from_f32",
-                format!(
-                    "shape {shape:?} needs {} values, got {}",
-                    numel_of(shape),
-                    data.len()
-                ),
-            ));
-        }
-        Ok(Tensor {
-            shape: shape.to_vec(),
-            dtype: DType::F32,
-            buf: Rc::new(gpu.upload(bytemuck::cast_slice(data))),
-        })
+        Self::from_pod("from_f32", gpu, shape, DType::F32, data)
     }
 
     /// Uploads u32 data (labels, indices).
     pub fn from_u32(gpu: &Gpu, shape: &[usize], data: &[u32]) -> Result<Tensor> {
+        Self::from_pod("from_u32", gpu, shape, DType::U32, data)
+    }
+
+    fn from_pod<T: bytemuck::Pod>(
+        op: &'static str,
+        gpu: &Gpu,
+        shape: &[usize],
+        dtype: DType,
+        data: &[T],
+    ) -> Result<Tensor> {
         if numel_of(shape) != data.len() {
             return Err(shape_err(
-                "from_u32",
+                op,
                 format!(
                     "shape {shape:?} needs {} values, got {}",
                     numel_of(shape),
@@ -96,11 +107,11 @@ impl Tensor {
                 ),
             ));
         }
-        Ok(Tensor {
-            shape: shape.to_vec(),
-            dtype: DType::U32,
-            buf: Rc::new(gpu.upload(bytemuck::cast_slice(data))),
-        })
+        Ok(Self::with_buffer(
+            shape,
+            dtype,
+            gpu.upload(bytemuck::cast_slice(data)),
+        ))
     }
 
     /// A tensor of `shape` filled with `value`.
@@ -234,9 +245,15 @@ impl Tensor {
     }
 }
 
-/// Packs an f32 into a parameter word.
-pub fn f(x: f32) -> u32 {
-    x.to_bits()
+/// Records kernel `k` with parameters `p`, binding the tensors' buffers in order.
+fn launch<P: KernelParams>(
+    k: &Kernel<P>,
+    p: &P,
+    tensors: &[&Tensor],
+    groups: [u32; 3],
+) -> Result<()> {
+    let bufs: Vec<&Buffer> = tensors.iter().map(|t| t.buffer()).collect();
+    tensors[0].gpu().dispatch(k, p, &bufs, groups)
 }
 
 /// Checks that a size fits the u32 indices kernels use.

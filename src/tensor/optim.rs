@@ -1,12 +1,25 @@
 //! In-place optimizer updates with PyTorch semantics. These are the only ops that mutate their
 //! arguments: the weights and optimizer state are overwritten in their own buffers.
 
-use super::{DType, Tensor, ensure, f, fits_u32};
+use super::{DType, Tensor, ensure, fits_u32, launch};
 use crate::error::Result;
-use crate::gpu::{Kernel, grid_1d};
+use crate::gpu::{Kernel, grid_1d, kernel_params};
 
-const SGD: Kernel<'static> = Kernel::new("optim", "sgd");
-const ADAM: Kernel<'static> = Kernel::new("optim", "adam");
+kernel_params! {
+    /// Mirrors `Params` in shaders/optim.wgsl.
+    pub(crate) struct OptimParams for optim::Params {
+        n: u32,
+        lr: f32,       // sgd: learning rate; adam: lr / (1 - beta1^t)
+        momentum: f32, // sgd: momentum; adam: beta1
+        weight_decay: f32,
+        beta2: f32,    // adam
+        eps: f32,      // adam
+        bc2_sqrt: f32, // adam: sqrt(1 - beta2^t)
+    }
+}
+
+const SGD: Kernel<'static, OptimParams> = Kernel::new("sgd");
+const ADAM: Kernel<'static, OptimParams> = Kernel::new("adam");
 
 /// Checks that all tensors are f32 with `w`'s element count and that no two share a buffer.
 fn check(op: &'static str, w: &Tensor, others: &[&Tensor]) -> Result<u32> {
@@ -37,13 +50,14 @@ pub fn sgd_step(
     weight_decay: f32,
 ) -> Result<()> {
     let n = check("sgd_step", w, &[buf, grad])?;
-    let params = [n, f(lr), f(momentum), f(weight_decay), 0, 0, 0];
-    w.gpu().dispatch(
-        &SGD,
-        &params,
-        &[w.buffer(), buf.buffer(), grad.buffer()],
-        grid_1d(n as usize, 256),
-    )
+    let p = OptimParams {
+        n,
+        lr,
+        momentum,
+        weight_decay,
+        ..Default::default()
+    };
+    launch(&SGD, &p, &[w, buf, grad], grid_1d(n as usize, 256))
 }
 
 /// Adam step `step` (1-based) in place, PyTorch semantics with L2 weight decay (mutates `w`, `m`, `v`).
@@ -69,19 +83,14 @@ pub fn adam_step(
     let bc1 = 1.0 - (beta1 as f64).powf(step as f64);
     let bc2 = 1.0 - (beta2 as f64).powf(step as f64);
     let step_size = (lr as f64 / bc1) as f32;
-    let params = [
+    let p = OptimParams {
         n,
-        f(step_size),
-        f(beta1),
-        f(weight_decay),
-        f(beta2),
-        f(eps),
-        f(bc2.sqrt() as f32),
-    ];
-    w.gpu().dispatch(
-        &ADAM,
-        &params,
-        &[w.buffer(), m.buffer(), v.buffer(), grad.buffer()],
-        grid_1d(n as usize, 256),
-    )
+        lr: step_size,
+        momentum: beta1,
+        weight_decay,
+        beta2,
+        eps,
+        bc2_sqrt: bc2.sqrt() as f32,
+    };
+    launch(&ADAM, &p, &[w, m, v, grad], grid_1d(n as usize, 256))
 }

@@ -1,27 +1,65 @@
 //! Global average pooling and the ResNet "option A" shortcut.
 
-use super::{DType, Tensor, ensure, fits_u32};
+use super::{DType, Tensor, ensure, fits_u32, launch};
 use crate::error::Result;
-use crate::gpu::{Kernel, grid_1d};
+use crate::gpu::{Kernel, grid_1d, kernel_params};
 
-fn launch(entry: &'static str, p: [usize; 8], src: &Tensor, out: &Tensor, n: usize) -> Result<()> {
-    launch_with(entry, p, [0; 3], &[src, out], n)
+kernel_params! {
+    /// Mirrors `Params` in shaders/pool.wgsl.
+    pub(crate) struct PoolParams for pool::Params {
+        n: u32,      // batch
+        c: u32,      // input channels
+        h: u32,      // input height
+        w: u32,      // input width
+        cout: u32,   // shortcut: output channels
+        pad: u32,    // shortcut: zero channels before the copied ones
+        oh: u32,     // shortcut, maxpool: output height
+        ow: u32,     // shortcut, maxpool: output width
+        k: u32,      // maxpool: window side
+        stride: u32, // maxpool: step
+        mpad: u32,   // maxpool: padding (padded cells never win)
+    }
 }
 
-fn launch_with(
-    entry: &'static str,
-    p: [usize; 8],
-    pool: [usize; 3],
-    bufs: &[&Tensor],
-    n: usize,
-) -> Result<()> {
-    fits_u32(entry, n.max(bufs[0].numel()))?;
-    let mut words: Vec<u32> = p.iter().map(|&v| v as u32).collect();
-    words.extend(pool.iter().map(|&v| v as u32));
-    let b: Vec<_> = bufs.iter().map(|t| t.buffer()).collect();
-    bufs[0]
-        .gpu()
-        .dispatch(&Kernel::new("pool", entry), &words, &b, grid_1d(n, 256))
+const GAP_FORWARD: Kernel<'static, PoolParams> = Kernel::new("gap_forward");
+const GAP_BACKWARD: Kernel<'static, PoolParams> = Kernel::new("gap_backward");
+const SHORTCUT_FORWARD: Kernel<'static, PoolParams> = Kernel::new("shortcut_forward");
+const SHORTCUT_BACKWARD: Kernel<'static, PoolParams> = Kernel::new("shortcut_backward");
+const MAXPOOL_FORWARD: Kernel<'static, PoolParams> = Kernel::new("maxpool_forward");
+const MAXPOOL_BACKWARD: Kernel<'static, PoolParams> = Kernel::new("maxpool_backward");
+const MAXPOOL_SELECT: Kernel<'static, PoolParams> = Kernel::new("maxpool_select");
+
+/// Parameters for an [N, C, H, W] input and an (OH, OW) output plane; the shortcut and window
+/// fields are zero.
+fn params(nchw: [usize; 4], (oh, ow): (usize, usize)) -> PoolParams {
+    let [n, c, h, w] = nchw.map(|v| v as u32);
+    PoolParams {
+        n,
+        c,
+        h,
+        w,
+        oh: oh as u32,
+        ow: ow as u32,
+        ..Default::default()
+    }
+}
+
+impl PoolParams {
+    /// These parameters with the max-pooling window `g`.
+    fn window(self, g: PoolGeom) -> PoolParams {
+        PoolParams {
+            k: g.k as u32,
+            stride: g.stride as u32,
+            mpad: g.pad as u32,
+            ..self
+        }
+    }
+}
+
+/// Records `k` over `n` invocations, binding the tensors in order.
+fn launch_n(k: &Kernel<PoolParams>, p: PoolParams, tensors: &[&Tensor], n: usize) -> Result<()> {
+    fits_u32(k.entry, n.max(tensors[0].numel()))?;
+    launch(k, &p, tensors, grid_1d(n, 256))
 }
 
 /// Mean over the spatial plane: [N,C,H,W] -> [N,C].
@@ -29,13 +67,8 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     x.expect_dtype("global_avg_pool", DType::F32)?;
     let s = x.expect_rank("global_avg_pool", 4)?.to_vec();
     let out = Tensor::empty(x.gpu(), &[s[0], s[1]], DType::F32);
-    launch(
-        "gap_forward",
-        [s[0], s[1], s[2], s[3], 0, 0, 0, 0],
-        x,
-        &out,
-        s[0] * s[1],
-    )?;
+    let p = params([s[0], s[1], s[2], s[3]], (0, 0));
+    launch_n(&GAP_FORWARD, p, &[x, &out], s[0] * s[1])?;
     Ok(out)
 }
 
@@ -43,13 +76,8 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
 pub fn global_avg_pool_backward(dy: &Tensor, hw: (usize, usize)) -> Result<Tensor> {
     let s = dy.expect_rank("global_avg_pool_backward", 2)?.to_vec();
     let out = Tensor::empty(dy.gpu(), &[s[0], s[1], hw.0, hw.1], DType::F32);
-    launch(
-        "gap_backward",
-        [s[0], s[1], hw.0, hw.1, 0, 0, 0, 0],
-        dy,
-        &out,
-        out.numel(),
-    )?;
+    let p = params([s[0], s[1], hw.0, hw.1], (0, 0));
+    launch_n(&GAP_BACKWARD, p, &[dy, &out], out.numel())?;
     Ok(out)
 }
 
@@ -67,14 +95,12 @@ pub fn shortcut_a(x: &Tensor, cout: usize) -> Result<Tensor> {
     })?;
     let (oh, ow) = (s[2].div_ceil(2), s[3].div_ceil(2));
     let out = Tensor::empty(x.gpu(), &[s[0], cout, oh, ow], DType::F32);
-    let pad = shortcut_pad(s[1], cout);
-    launch(
-        "shortcut_forward",
-        [s[0], s[1], s[2], s[3], cout, pad, oh, ow],
-        x,
-        &out,
-        out.numel(),
-    )?;
+    let p = PoolParams {
+        cout: cout as u32,
+        pad: shortcut_pad(s[1], cout) as u32,
+        ..params([s[0], s[1], s[2], s[3]], (oh, ow))
+    };
+    launch_n(&SHORTCUT_FORWARD, p, &[x, &out], out.numel())?;
     Ok(out)
 }
 
@@ -88,14 +114,12 @@ pub fn shortcut_a_backward(dy: &Tensor, cin: usize, hw: (usize, usize)) -> Resul
         || format!("gradient {s:?} does not fit an input of {cin}x{h}x{w}"),
     )?;
     let out = Tensor::empty(dy.gpu(), &[s[0], cin, h, w], DType::F32);
-    let pad = shortcut_pad(cin, s[1]);
-    launch(
-        "shortcut_backward",
-        [s[0], cin, h, w, s[1], pad, s[2], s[3]],
-        dy,
-        &out,
-        out.numel(),
-    )?;
+    let p = PoolParams {
+        cout: s[1] as u32,
+        pad: shortcut_pad(cin, s[1]) as u32,
+        ..params([s[0], cin, h, w], (s[2], s[3]))
+    };
+    launch_n(&SHORTCUT_BACKWARD, p, &[dy, &out], out.numel())?;
     Ok(out)
 }
 
@@ -139,14 +163,8 @@ pub fn max_pool(x: &Tensor, g: PoolGeom) -> Result<(Tensor, Tensor)> {
     let (oh, ow) = pool_dims("max_pool", &s, g)?;
     let out = Tensor::empty(x.gpu(), &[s[0], s[1], oh, ow], DType::F32);
     let arg = Tensor::empty(x.gpu(), &[s[0], s[1], oh, ow], DType::U32);
-    let p = [s[0], s[1], s[2], s[3], 0, 0, oh, ow];
-    launch_with(
-        "maxpool_forward",
-        p,
-        [g.k, g.stride, g.pad],
-        &[x, &out, &arg],
-        out.numel(),
-    )?;
+    let p = params([s[0], s[1], s[2], s[3]], (oh, ow)).window(g);
+    launch_n(&MAXPOOL_FORWARD, p, &[x, &out, &arg], out.numel())?;
     Ok((out, arg))
 }
 
@@ -162,14 +180,8 @@ pub fn max_pool_backward(
         format!("indices {:?} vs gradient {s:?}", arg.shape())
     })?;
     let out = Tensor::empty(dy.gpu(), &[s[0], s[1], hw.0, hw.1], DType::F32);
-    let p = [s[0], s[1], hw.0, hw.1, 0, 0, s[2], s[3]];
-    launch_with(
-        "maxpool_backward",
-        p,
-        [g.k, g.stride, g.pad],
-        &[dy, &out, arg],
-        out.numel(),
-    )?;
+    let p = params([s[0], s[1], hw.0, hw.1], (s[2], s[3])).window(g);
+    launch_n(&MAXPOOL_BACKWARD, p, &[dy, &out, arg], out.numel())?;
     Ok(out)
 }
 
@@ -178,7 +190,13 @@ pub fn max_pool_select(g: &Tensor, arg: &Tensor) -> Result<Tensor> {
     let s = g.expect_rank("max_pool_select", 4)?.to_vec();
     let a = arg.shape().to_vec();
     let out = Tensor::empty(g.gpu(), &a, DType::F32);
-    let p = [s[0], s[1], s[2], s[3], 0, 0, a[2], a[3]];
-    launch_with("maxpool_select", p, [1, 1, 0], &[g, &out, arg], out.numel())?;
+    // The select kernel reads only the winners' indices; a 1x1 window stands in.
+    let one = PoolGeom {
+        k: 1,
+        stride: 1,
+        pad: 0,
+    };
+    let p = params([s[0], s[1], s[2], s[3]], (a[2], a[3])).window(one);
+    launch_n(&MAXPOOL_SELECT, p, &[g, &out, arg], out.numel())?;
     Ok(out)
 }

@@ -1,11 +1,22 @@
 //! Deterministic sums and means over chosen axes.
 
-use super::{DType, Tensor, f, fits_u32};
+use super::{DType, Tensor, fits_u32, launch};
 use crate::error::{Result, shape_err};
-use crate::gpu::{Kernel, MAX_GROUPS, grid_1d};
+use crate::gpu::{Kernel, MAX_GROUPS, grid_1d, kernel_params};
 
-const TREE: Kernel<'static> = Kernel::new("reduce", "reduce_tree");
-const SMALL: Kernel<'static> = Kernel::new("reduce", "reduce_small");
+kernel_params! {
+    /// Mirrors `Params` in shaders/reduce.wgsl.
+    pub(crate) struct ReduceParams for reduce::Params {
+        r0: u32,
+        k0: u32,
+        r1: u32,
+        k1: u32,
+        scale: f32,
+    }
+}
+
+const TREE: Kernel<'static, ReduceParams> = Kernel::new("reduce_tree");
+const SMALL: Kernel<'static, ReduceParams> = Kernel::new("reduce_small");
 
 /// Reductions shorter than this run one invocation per output.
 const SMALL_REDUCTION: usize = 64;
@@ -67,14 +78,15 @@ pub fn sum_axes_scaled(x: &Tensor, axes: &[usize], scale: f32) -> Result<Tensor>
     let outputs = k0 * k1;
     let out = Tensor::empty(x.gpu(), &kept, DType::F32);
     fits_u32("sum", x.numel())?;
-    let p = [r0 as u32, k0 as u32, r1 as u32, k1 as u32, f(scale)];
+    let p = ReduceParams {
+        r0: r0 as u32,
+        k0: k0 as u32,
+        r1: r1 as u32,
+        k1: k1 as u32,
+        scale,
+    };
     if r0 * r1 < SMALL_REDUCTION {
-        x.gpu().dispatch(
-            &SMALL,
-            &p,
-            &[x.buffer(), out.buffer()],
-            grid_1d(outputs, 256),
-        )?;
+        launch(&SMALL, &p, &[x, &out], grid_1d(outputs, 256))?;
     } else {
         let groups = if outputs <= MAX_GROUPS as usize {
             [outputs as u32, 1, 1]
@@ -82,8 +94,7 @@ pub fn sum_axes_scaled(x: &Tensor, axes: &[usize], scale: f32) -> Result<Tensor>
             let y = outputs.div_ceil(MAX_GROUPS as usize);
             [outputs.div_ceil(y) as u32, y as u32, 1]
         };
-        x.gpu()
-            .dispatch(&TREE, &p, &[x.buffer(), out.buffer()], groups)?;
+        launch(&TREE, &p, &[x, &out], groups)?;
     }
     Ok(out)
 }

@@ -1,16 +1,28 @@
 //! Segmented bitonic sort of (segment, key, value) triples and per-segment rank bins: the
 //! per-class loss ranking of the Dynamic Loss method.
 
-use super::{DType, Tensor, ensure, fits_u32};
+use super::{DType, Tensor, ensure, fits_u32, launch};
 use crate::error::{Result, shape_err};
-use crate::gpu::{Kernel, grid_1d};
+use crate::gpu::{Kernel, grid_1d, kernel_params};
 
-const PACK: Kernel<'static> = Kernel::new("sort", "pack");
-const LOCAL_SORT: Kernel<'static> = Kernel::new("sort", "local_sort");
-const LOCAL_MERGE: Kernel<'static> = Kernel::new("sort", "local_merge");
-const GLOBAL_STEP: Kernel<'static> = Kernel::new("sort", "global_step");
-const UNPACK: Kernel<'static> = Kernel::new("sort", "unpack");
-const RANK_BINS: Kernel<'static> = Kernel::new("sort", "rank_bins");
+kernel_params! {
+    /// Mirrors `Params` in shaders/sort.wgsl.
+    pub(crate) struct SortParams for sort::Params {
+        n: u32,        // real elements
+        m: u32,        // padded element count, a power of two >= 512
+        k: u32,        // bitonic stage (local_merge, global_step)
+        j: u32,        // step within the stage (global_step)
+        segments: u32, // rank_bins: entries in seg_start / seg_len
+        bins: u32,     // rank_bins: number of bins R
+    }
+}
+
+const PACK: Kernel<'static, SortParams> = Kernel::new("pack");
+const LOCAL_SORT: Kernel<'static, SortParams> = Kernel::new("local_sort");
+const LOCAL_MERGE: Kernel<'static, SortParams> = Kernel::new("local_merge");
+const GLOBAL_STEP: Kernel<'static, SortParams> = Kernel::new("global_step");
+const UNPACK: Kernel<'static, SortParams> = Kernel::new("unpack");
+const RANK_BINS: Kernel<'static, SortParams> = Kernel::new("rank_bins");
 
 /// Elements one workgroup sorts in shared memory.
 const BLOCK: usize = 512;
@@ -62,50 +74,41 @@ pub fn segmented_sort(segment: &Tensor, key: &Tensor, value: &Tensor) -> Result<
     }
     let (n32, m32) = (fits_u32(OP, n)?, m as u32);
     let elems = Tensor::empty(gpu, &[m, 4], DType::U32);
-    let params = |k: u32, j: u32| [n32, m32, k, j, 0, 0];
+    let params = |k: u32, j: u32| SortParams {
+        n: n32,
+        m: m32,
+        k,
+        j,
+        ..Default::default()
+    };
     let blocks = grid_1d(m / BLOCK, 1);
 
-    gpu.dispatch(
+    launch(
         &PACK,
         &params(0, 0),
-        &[
-            segment.buffer(),
-            key.buffer(),
-            value.buffer(),
-            elems.buffer(),
-        ],
+        &[segment, key, value, &elems],
         grid_1d(m, 256),
     )?;
-    gpu.dispatch(&LOCAL_SORT, &params(0, 0), &[elems.buffer()], blocks)?;
+    launch(&LOCAL_SORT, &params(0, 0), &[&elems], blocks)?;
     let mut k = 2 * BLOCK;
     while k <= m {
         let mut j = k / 2;
         while j >= BLOCK {
-            gpu.dispatch(
+            launch(
                 &GLOBAL_STEP,
                 &params(k as u32, j as u32),
-                &[elems.buffer()],
+                &[&elems],
                 grid_1d(m / 2, 256),
             )?;
             j /= 2;
         }
-        gpu.dispatch(
-            &LOCAL_MERGE,
-            &params(k as u32, 0),
-            &[elems.buffer()],
-            blocks,
-        )?;
+        launch(&LOCAL_MERGE, &params(k as u32, 0), &[&elems], blocks)?;
         k *= 2;
     }
-    gpu.dispatch(
+    launch(
         &UNPACK,
         &params(0, 0),
-        &[
-            elems.buffer(),
-            out.segment.buffer(),
-            out.key.buffer(),
-            out.value.buffer(),
-        ],
+        &[&elems, &out.segment, &out.key, &out.value],
         grid_1d(n, 256),
     )?;
     Ok(out)
@@ -144,16 +147,16 @@ pub fn rank_bins(
     if n == 0 {
         return Ok(out);
     }
-    let params = [n as u32, 0, 0, 0, fits_u32(OP, s)?, bins];
-    gpu.dispatch(
+    let p = SortParams {
+        n: n as u32,
+        segments: fits_u32(OP, s)?,
+        bins,
+        ..Default::default()
+    };
+    launch(
         &RANK_BINS,
-        &params,
-        &[
-            sorted_segment.buffer(),
-            segment_start.buffer(),
-            segment_len.buffer(),
-            out.buffer(),
-        ],
+        &p,
+        &[sorted_segment, segment_start, segment_len, &out],
         grid_1d(n, 256),
     )?;
     Ok(out)
