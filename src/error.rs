@@ -63,3 +63,20 @@ pub fn shape_err(op: &'static str, msg: impl Into<String>) -> Error {
         msg: msg.into(),
     }
 }
+
+/// An [`Error::Format`] for a TOML file that did not parse into what was expected: one line
+/// with the line number, the message and the offending line (which shows the key).
+pub fn toml_err(path: &std::path::Path, text: &str, what: &str, e: &toml::de::Error) -> Error {
+    let msg = match e.span() {
+        Some(span) => {
+            let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+            format!("{what}, line {line_no} (`{line}`): {}", e.message())
+        }
+        None => format!("{what}: {}", e.message()),
+    };
+    Error::Format {
+        path: path.into(),
+        msg,
+    }
+}

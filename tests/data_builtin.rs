@@ -150,3 +150,21 @@ fn preview_grid_copies_each_class_first_images() {
     assert!(data::report::preview_grid(&out, &ds, 0).is_err());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `data preview --per-class` beyond the data set's classes or a sane width is capped.
+#[test]
+fn preview_grid_is_capped_to_the_data_and_a_sane_width() {
+    let dir = std::env::temp_dir().join(format!("dynloss-preview-cap-{}", std::process::id()));
+    let (a, b) = (dir.join("a.png"), dir.join("b.png"));
+    // 30 images: three per class.
+    let small = builtin::generate_split(2, 16, 30, 0);
+    data::report::preview_grid(&a, &small, 100_000).unwrap();
+    data::report::preview_grid(&b, &small, 3).unwrap();
+    let width = |p: &std::path::Path| image::open(p).unwrap().width();
+    assert_eq!(width(&a), width(&b));
+    let big = builtin::generate_split(2, 32, 2000, 0);
+    data::report::preview_grid(&a, &big, 100_000).unwrap();
+    assert!(width(&a) as usize <= data::report::MAX_PREVIEW_WIDTH);
+    assert!(width(&a) as usize > data::report::MAX_PREVIEW_WIDTH - 70);
+    std::fs::remove_dir_all(&dir).ok();
+}

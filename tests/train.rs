@@ -233,6 +233,29 @@ fn bad_input_fails_with_one_clear_error() {
 }
 
 #[test]
+fn a_subset_that_empties_a_class_is_refused() {
+    let cfg = TrainConfig {
+        imbalance: 1000.0,
+        train_limit: Some(64),
+        ..TrainConfig::default()
+    };
+    let e = train::data::load_sets(&cfg)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("--train-limit 64") && e.contains("without training samples"),
+        "{e}"
+    );
+    // The same long tail without the subset keeps every class.
+    let full = TrainConfig {
+        train_limit: None,
+        ..cfg
+    };
+    assert!(train::data::load_sets(&full).is_ok());
+}
+
+#[test]
 fn prediction_counts_and_accuracy_on_known_logits() {
     // Rows predict 2, 0, 2, 1 (the first of a tie wins); labels 2, 1, 0, 1.
     let logits = [0.0, 1.0, 3.0, 5.0, 5.0, 1.0, -1.0, -2.0, 0.5, 0.0, 2.0, 2.0];

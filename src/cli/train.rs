@@ -240,7 +240,8 @@ pub fn run(gpu_flags: &super::GpuFlags, a: &TrainArgs) -> Result<()> {
     };
     cfg.validate()?;
     let gpu = Gpu::new(&super::request(gpu_flags))?;
-    eprintln!("{} -> {}", cfg.describe(&gpu.info().name), out.display());
+    let adapter = format!("{} ({:?})", gpu.info().name, gpu.info().backend);
+    eprintln!("{} -> {}", cfg.describe(&adapter), out.display());
     let opts = RunOptions {
         out: out.clone(),
         resume,

@@ -9,6 +9,9 @@ use crate::choice::Choice;
 use crate::error::{Error, Result};
 use crate::report::plot::{Canvas, bar_chart};
 
+/// Widest preview grid drawn, in pixels.
+pub const MAX_PREVIEW_WIDTH: usize = 4096;
+
 /// Draws up to `per_class` images of each class (first in data set order, by given label) in
 /// one row per class, enlarged to at least 64 pixels, with the class name on the left.
 pub fn preview_grid(path: &Path, ds: &Dataset, per_class: usize) -> Result<()> {
@@ -20,6 +23,12 @@ pub fn preview_grid(path: &Path, ds: &Dataset, per_class: usize) -> Result<()> {
     let (cell_w, cell_h) = (w * scale + 2, h * scale + 2);
     // Room for 12 characters of the 5x7 font (6-pixel cells) plus margins.
     let label_w = 8 * 13;
+    // No wider than the largest class needs, nor than a picture viewer shows.
+    let largest = ds.class_counts().into_iter().max().unwrap_or(0);
+    let per_class = per_class
+        .min(largest)
+        .min((MAX_PREVIEW_WIDTH - label_w) / cell_w)
+        .max(1);
     let mut canvas = Canvas::new(
         (label_w + per_class * cell_w) as u32,
         (ds.classes * cell_h) as u32,

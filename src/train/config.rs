@@ -169,10 +169,7 @@ impl TrainConfig {
             path: path.into(),
             source: e,
         })?;
-        toml::from_str(&text).map_err(|e| Error::Format {
-            path: path.into(),
-            msg: format!("bad config: {}", e.message()),
-        })
+        toml::from_str(&text).map_err(|e| crate::error::toml_err(path, &text, "bad config", &e))
     }
 
     /// The quick first run on the built-in set: the images rendered at 16 x 16, the weak
@@ -338,6 +335,24 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_file_error_names_the_file_line_and_key() {
+        let dir = std::env::temp_dir().join(format!("dynloss-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("run.toml");
+        std::fs::write(&path, "method = \"dl\"\nepochs = \"two\"\n").unwrap();
+        let e = TrainConfig::from_file(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("run.toml") && e.contains("line 2") && e.contains("epochs"),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 1, "{e}");
+        std::fs::write(&path, "[dl]\nmeta_lr = 1\nno_such_key = 3\n").unwrap();
+        let e = TrainConfig::from_file(&path).unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("no_such_key"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn resume_allows_only_stabiliser_and_worker_changes() {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::data::views::{Loader, View};
 use crate::data::{Dataset, TrainSet};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
 
@@ -165,5 +165,21 @@ pub fn load_sets(cfg: &TrainConfig) -> Result<(TrainSet, Dataset)> {
         Some(k) if k < test.len() => test.subset(&subset_indices(test.len(), k, cfg.seed ^ 1)),
         _ => test,
     };
-    Ok((limit_train_set(ts, cfg.train_limit, cfg.seed), test))
+    let ts = limit_train_set(ts, cfg.train_limit, cfg.seed);
+    // The long tail already guarantees every class a sample; a random subset may not.
+    let counts = crate::data::count_labels(&ts.data.labels, ts.data.classes);
+    if let Some(c) = counts.iter().position(|&n| n == 0) {
+        let name = ts
+            .data
+            .class_names
+            .get(c)
+            .cloned()
+            .unwrap_or_else(|| c.to_string());
+        let empty = counts.iter().filter(|&&n| n == 0).count();
+        return Err(Error::Config(format!(
+            "--train-limit {} leaves {empty} class(es) without training samples (first: '{name}'); raise --train-limit or lower --imbalance",
+            cfg.train_limit.unwrap_or(0)
+        )));
+    }
+    Ok((ts, test))
 }
