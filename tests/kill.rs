@@ -40,7 +40,7 @@ fn start(out: &Path) -> Child {
         cmd.arg("--out").arg(out);
     }
     cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap()
 }
@@ -111,8 +111,20 @@ fn killed_and_resumed_runs_end_as_an_uninterrupted_one() {
     let tmp = TempDir::new("kill");
     let straight = tmp.0.join("straight");
     let t0 = Instant::now();
-    assert!(start(&straight).wait().unwrap().success());
+    let mut child = start(&straight);
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(child.wait().unwrap().success(), "{log}");
     let whole = t0.elapsed();
+    // The log's first line says what runs where, backend included.
+    let first = log.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("training ce on builtin")
+            && ["(Vulkan)", "(Gl)", "(Metal)", "(Dx12)"]
+                .iter()
+                .any(|b| first.contains(b)),
+        "{first}"
+    );
 
     let out = tmp.0.join("killed");
     let mut rng = Rng::new(5);
