@@ -3,10 +3,9 @@
 
 use serde::Deserialize;
 
-use super::Layer;
-use super::Model;
 use super::blocks::{Shortcut, add_stages, basic_block, conv, conv_bn, empty, head, preact_block};
 use super::resnet::resnet_cifar;
+use super::{Layer, Model};
 use crate::error::{Error, Result};
 use crate::tensor::pool::PoolGeom;
 

@@ -2,10 +2,11 @@
 //! evaluation-mode composite, and the fused backward ops that keep the training-mode
 //! backward differentiable (double backward, derived under its own heading below).
 
-use super::{
-    Grads, Op, add, affine, inputs, mean_axes, mul, recip, relu_grad, reshape, sqrt, square, sub,
-    sum_all, sum_axes,
+use super::elementwise::{
+    self, add, affine, mean_axes, mul, recip, relu_grad, reshape, sqrt, square, sub, sum_all,
+    sum_axes,
 };
+use super::{Grads, Op, inputs};
 use crate::autograd::{Var, grad, grad_enabled, with_grad_mode, zeros_like};
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -93,7 +94,7 @@ pub fn batch_norm_eval(
         &reshape(&shift_c, &bshape)?,
     )?;
     // `relu` the flag shadows `relu` the op here.
-    if relu { super::relu(&y) } else { Ok(y) }
+    if relu { elementwise::relu(&y) } else { Ok(y) }
 }
 
 // ---------------------------------------------------------------- backward

@@ -1,6 +1,7 @@
 //! Matrix products: `matmul` and the fully connected layer built on it.
 
-use super::{Grads, Op, add, inputs};
+use super::elementwise::add;
+use super::{Grads, Op, inputs};
 use crate::autograd::Var;
 use crate::error::Result;
 use crate::tensor::matmul as mm;

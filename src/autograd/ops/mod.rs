@@ -1,14 +1,15 @@
-//! Differentiable ops, one file per family. Each file holds its family's forwards, the enum of
-//! what its nodes keep besides their input `Var`s (geometry, axes, saved statistics), and
-//! below them the backward rules of the same ops. Backward rules use only `Var` ops, so they
-//! are recorded (and differentiable) when the engine runs them with grad mode on.
+//! Differentiable ops, one file per family (the elementwise ops share theirs with the
+//! reductions and shape ops). Each file holds its family's node enum (what a node keeps
+//! besides its input `Var`s: geometry, axes, saved statistics), its forwards, and below them
+//! the backward rules of the same ops. Families depend only on `elementwise.rs` and on this
+//! file. Backward rules use only `Var` ops, so they are recorded (and differentiable) when
+//! the engine runs them with grad mode on.
 
 mod batchnorm;
 mod conv;
 mod elementwise;
 mod matmul;
 mod pool;
-mod reduce;
 mod softmax;
 
 pub use batchnorm::*;
@@ -16,7 +17,6 @@ pub use conv::*;
 pub use elementwise::*;
 pub use matmul::*;
 pub use pool::*;
-pub use reduce::*;
 pub use softmax::*;
 
 use super::Var;
@@ -30,7 +30,7 @@ pub(super) enum Op {
     Matmul(matmul::MatmulOp),
     Conv(conv::ConvOp),
     Elementwise(elementwise::ElementwiseOp),
-    Reduce(reduce::ReduceOp),
+    Reduce(elementwise::ReduceOp),
     Pool(pool::PoolOp),
     Softmax(softmax::SoftmaxOp),
     BatchNorm(batchnorm::BatchNormOp),

@@ -1,7 +1,8 @@
 //! Row-wise softmax and log-softmax, the soft-label cross-entropy with additive margins, and
 //! the gather by label (`pick`) with its adjoint.
 
-use super::{Grads, Op, add, exp, inputs, mul, neg, reshape, sub, sum_axes, sum_to};
+use super::elementwise::{add, exp, mul, neg, reshape, sub, sum_axes, sum_to};
+use super::{Grads, Op, inputs};
 use crate::autograd::{Var, grad_enabled};
 use crate::error::{Result, shape_err};
 use crate::tensor::{Tensor, index, softmax as sm};
