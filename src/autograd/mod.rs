@@ -1,10 +1,12 @@
 //! Reverse-mode autodiff whose backward pass is itself differentiable.
 //!
 //! A [`Var`] is a tensor plus, when it was computed from tensors that require gradients, the
-//! op that made it. Every backward rule (in `ops.rs`, beside its forward) is written with the
-//! same differentiable `Var` ops, so with `create_graph` the backward pass records itself and
-//! can be differentiated again; without it the rules run under `no_grad` and record nothing.
-//! Only nodes on a path to a requested input are differentiated (pruning).
+//! op that made it and that op's input `Var`s. The ops live in `ops/`, one file per family,
+//! each file holding its family's forwards and, below them, their backward rules. Every
+//! backward rule is written with the same differentiable `Var` ops, so with `create_graph` the
+//! backward pass records itself and can be differentiated again; without it the rules run
+//! under `no_grad` and record nothing. Only nodes on a path to a requested input are
+//! differentiated (pruning).
 
 mod ops;
 
@@ -15,7 +17,7 @@ use std::rc::Rc;
 pub use ops::*;
 
 use crate::error::{Result, shape_err};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 thread_local! {
     static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
@@ -55,7 +57,10 @@ fn next_id() -> u64 {
 struct Node {
     id: u64,
     value: Tensor,
+    /// What made the node, less its inputs (`Op::Leaf` when nothing was recorded).
     op: Op,
+    /// The op's `Var` inputs, in the op's argument order (empty for leaves).
+    inputs: Vec<Var>,
     requires_grad: bool,
 }
 
@@ -83,6 +88,7 @@ impl Var {
             id: next_id(),
             value,
             op: Op::Leaf,
+            inputs: Vec::new(),
             requires_grad,
         }))
     }
@@ -92,14 +98,19 @@ impl Var {
         Var::leaf(value, false)
     }
 
-    /// The result of `op`; recorded only when grad mode is on and an input requires grad.
-    fn from_op(value: Tensor, op: Op) -> Var {
-        let record = grad_enabled() && op.parents().iter().any(|p| p.requires_grad());
+    /// The result of `op` on `inputs`; recorded only when grad mode is on and an input
+    /// requires grad (otherwise a constant that keeps neither the op nor its inputs).
+    fn from_op(value: Tensor, op: Op, inputs: &[&Var]) -> Var {
+        let record = grad_enabled() && inputs.iter().any(|p| p.requires_grad());
+        if !record {
+            return Var::constant(value);
+        }
         Var(Rc::new(Node {
             id: next_id(),
             value,
-            op: if record { op } else { Op::Leaf },
-            requires_grad: record,
+            op,
+            inputs: inputs.iter().map(|&p| p.clone()).collect(),
+            requires_grad: true,
         }))
     }
 
@@ -149,7 +160,7 @@ fn topo_order(outputs: &[&Var]) -> Vec<Var> {
             continue;
         }
         stack.push((v.clone(), true));
-        for p in v.0.op.parents() {
+        for p in &v.0.inputs {
             if p.requires_grad() && !seen.contains(&p.id()) {
                 stack.push((p.clone(), false));
             }
@@ -180,7 +191,7 @@ pub fn grad(
     let wanted: std::collections::HashSet<u64> = inputs.iter().map(|v| v.id()).collect();
     let mut reaches: std::collections::HashSet<u64> = std::collections::HashSet::new();
     for v in &order {
-        if wanted.contains(&v.id()) || v.0.op.parents().iter().any(|p| reaches.contains(&p.id())) {
+        if wanted.contains(&v.id()) || v.0.inputs.iter().any(|p| reaches.contains(&p.id())) {
             reaches.insert(v.id());
         }
     }
@@ -246,4 +257,9 @@ pub fn backward(loss: &Var, params: &[&Var]) -> Result<Vec<Option<Tensor>>> {
     Ok(g.into_iter()
         .map(|v| v.map(|v| v.value().clone()))
         .collect())
+}
+
+/// A zero tensor shaped like `v` (for tests and optimisers).
+pub fn zeros_like(v: &Var) -> Tensor {
+    Tensor::zeros(v.value().gpu(), v.shape(), DType::F32)
 }

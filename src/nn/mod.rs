@@ -2,6 +2,7 @@
 //! `Var`s, so the same model runs with its own weights or with virtually updated ones (the
 //! meta step's w - lr * grad), as PyTorch's `higher` does.
 
+mod blocks;
 pub mod init;
 pub mod resnet;
 pub mod zoo;

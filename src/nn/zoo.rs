@@ -3,8 +3,9 @@
 
 use serde::Deserialize;
 
-use super::resnet::{conv, resnet_cifar};
-use super::{Init, Layer, Model};
+use super::blocks::{Shortcut, add_stages, basic_block, conv, conv_bn, empty, head, preact_block};
+use super::resnet::resnet_cifar;
+use super::{Layer, Model};
 use crate::error::{Error, Result};
 use crate::tensor::pool::PoolGeom;
 
@@ -87,14 +88,9 @@ pub fn build_named(name_or_path: &str, input: [usize; 3], classes: usize) -> Res
     Ok(m)
 }
 
-fn head(m: &mut Model, cin: usize) {
-    m.program.push(Layer::GlobalAvgPool);
-    let w = m.add_param("fc.weight".into(), vec![m.classes, cin], Init::Normal(0.01));
-    let b = m.add_param("fc.bias".into(), vec![m.classes], Init::Const(0.0));
-    m.program.push(Layer::Linear { w, b });
-}
-
-fn stages(spec: &ModelSpec) -> Result<(Vec<usize>, Vec<usize>)> {
+/// The stages of a `preact_resnet` or `resnet` spec as (blocks, width, stride): every stage
+/// after the first halves the resolution.
+fn stage_plan(spec: &ModelSpec) -> Result<Vec<(usize, usize, usize)>> {
     let blocks = spec
         .blocks
         .clone()
@@ -108,7 +104,13 @@ fn stages(spec: &ModelSpec) -> Result<(Vec<usize>, Vec<usize>)> {
             "`blocks` and `widths` must be non-empty lists of equal length".into(),
         ));
     }
-    Ok((blocks, widths))
+    let strides = std::iter::once(1).chain(std::iter::repeat(2));
+    Ok(blocks
+        .into_iter()
+        .zip(widths)
+        .zip(strides)
+        .map(|((n, w), s)| (n, w, s))
+        .collect())
 }
 
 /// Builds a model from a spec.
@@ -118,14 +120,7 @@ pub fn build(spec: &ModelSpec, input: [usize; 3], classes: usize) -> Result<Mode
             "cannot build a model for input {input:?} and {classes} classes"
         )));
     }
-    let mut m = Model {
-        name: spec.family.clone(),
-        params: Vec::new(),
-        bn_channels: Vec::new(),
-        program: Vec::new(),
-        input,
-        classes,
-    };
+    let mut m = empty(&spec.family, input, classes);
     match spec.family.as_str() {
         "resnet_cifar" => {
             let depth = spec
@@ -138,72 +133,28 @@ pub fn build(spec: &ModelSpec, input: [usize; 3], classes: usize) -> Result<Mode
             });
         }
         "preact_resnet" => {
-            let (blocks, widths) = stages(spec)?;
-            let stem = conv(&mut m, "conv1", input[0], widths[0], 3, 1);
+            let plan = stage_plan(spec)?;
+            let stem = conv(&mut m, "conv1", input[0], plan[0].1, 3, 1);
             m.program.push(stem);
-            let mut cin = widths[0];
-            for (s, (&n, &cout)) in blocks.iter().zip(&widths).enumerate() {
-                for b in 0..n {
-                    let stride = if b == 0 && s > 0 { 2 } else { 1 };
-                    let p = format!("layer{}.{b}", s + 1);
-                    let bn1 = m.add_bn(&format!("{p}.bn1"), cin, true);
-                    let c1 = conv(&mut m, &format!("{p}.conv1"), cin, cout, 3, stride);
-                    let bn2 = m.add_bn(&format!("{p}.bn2"), cout, true);
-                    let c2 = conv(&mut m, &format!("{p}.conv2"), cout, cout, 3, 1);
-                    let shortcut = if stride != 1 || cin != cout {
-                        vec![conv(&mut m, &format!("{p}.shortcut"), cin, cout, 1, stride)]
-                    } else {
-                        vec![]
-                    };
-                    m.program.push(Layer::PreAct {
-                        body: vec![bn1, c1, bn2, c2],
-                        shortcut,
-                    });
-                    cin = cout;
-                }
-            }
+            let cout = add_stages(&mut m, plan[0].1, &plan, preact_block);
             // As the CIFAR reference code: the last block's output goes straight to the pool.
-            head(&mut m, cin);
+            head(&mut m, cout, 0.01);
         }
         "resnet" => {
-            let (blocks, widths) = stages(spec)?;
-            let stem = conv(&mut m, "conv1", input[0], widths[0], 7, 2);
-            let bn = m.add_bn("bn1", widths[0], true);
-            m.program.extend([
-                stem,
-                bn,
-                Layer::MaxPool {
-                    geom: PoolGeom {
-                        k: 3,
-                        stride: 2,
-                        pad: 1,
-                    },
+            let plan = stage_plan(spec)?;
+            let stem = conv_bn(&mut m, ("conv1", "bn1"), input[0], plan[0].1, 7, 2, true);
+            m.program.extend(stem);
+            m.program.push(Layer::MaxPool {
+                geom: PoolGeom {
+                    k: 3,
+                    stride: 2,
+                    pad: 1,
                 },
-            ]);
-            let mut cin = widths[0];
-            for (s, (&n, &cout)) in blocks.iter().zip(&widths).enumerate() {
-                for b in 0..n {
-                    let stride = if b == 0 && s > 0 { 2 } else { 1 };
-                    let p = format!("layer{}.{b}", s + 1);
-                    let c1 = conv(&mut m, &format!("{p}.conv1"), cin, cout, 3, stride);
-                    let b1 = m.add_bn(&format!("{p}.bn1"), cout, true);
-                    let c2 = conv(&mut m, &format!("{p}.conv2"), cout, cout, 3, 1);
-                    let b2 = m.add_bn(&format!("{p}.bn2"), cout, false);
-                    let shortcut = if stride != 1 || cin != cout {
-                        let sc = conv(&mut m, &format!("{p}.downsample.0"), cin, cout, 1, stride);
-                        let sb = m.add_bn(&format!("{p}.downsample.1"), cout, false);
-                        vec![sc, sb]
-                    } else {
-                        vec![]
-                    };
-                    m.program.push(Layer::Residual {
-                        body: vec![c1, b1, c2, b2],
-                        shortcut,
-                    });
-                    cin = cout;
-                }
-            }
-            head(&mut m, cin);
+            });
+            let cout = add_stages(&mut m, plan[0].1, &plan, |m, p, cin, cout, stride| {
+                basic_block(m, p, cin, cout, stride, Shortcut::Projection)
+            });
+            head(&mut m, cout, 0.01);
         }
         "vgg" => {
             let layers = spec
@@ -215,9 +166,10 @@ pub fn build(spec: &ModelSpec, input: [usize; 3], classes: usize) -> Result<Mode
             for (i, item) in layers.iter().enumerate() {
                 match item {
                     VggItem::Conv(c) => {
-                        let l = conv(&mut m, &format!("features.{i}"), cin, *c, 3, 1);
-                        let b = m.add_bn(&format!("features.{i}.bn"), *c, true);
-                        m.program.extend([l, b]);
+                        let name = format!("features.{i}");
+                        let unit =
+                            conv_bn(&mut m, (&name, &format!("{name}.bn")), cin, *c, 3, 1, true);
+                        m.program.extend(unit);
                         cin = *c;
                     }
                     VggItem::Pool(s) if s == "M" => {
@@ -241,7 +193,7 @@ pub fn build(spec: &ModelSpec, input: [usize; 3], classes: usize) -> Result<Mode
                     }
                 }
             }
-            head(&mut m, cin);
+            head(&mut m, cin, 0.01);
         }
         other => {
             return Err(Error::Config(format!(
