@@ -82,7 +82,17 @@ fn unknown_models_and_bad_files_are_rejected() {
     let e = build_named(bad.to_str().unwrap(), [3, 32, 32], 10)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("6n+2"), "{e}");
+    // A semantic error names the file it is in.
+    assert!(e.contains("6n+2") && e.contains("bad.toml"), "{e}");
+    // A type error names the file, the line and (through the line) the key.
+    std::fs::write(&bad, "family = \"vgg\"\nlayers = \"two\"\n").unwrap();
+    let e = build_named(bad.to_str().unwrap(), [3, 32, 32], 10)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bad.toml") && e.contains("line 2") && e.contains("layers"),
+        "{e}"
+    );
     std::fs::write(&bad, "famly = 3").unwrap();
     let e = build_named(bad.to_str().unwrap(), [3, 32, 32], 10)
         .unwrap_err()

@@ -69,10 +69,8 @@ pub fn resolve(name_or_path: &str) -> Result<(String, ModelSpec)> {
         path: path.into(),
         source: e,
     })?;
-    let spec: ModelSpec = toml::from_str(&text).map_err(|e| Error::Format {
-        path: path.into(),
-        msg: format!("not a model description: {}", e.message()),
-    })?;
+    let spec: ModelSpec = toml::from_str(&text)
+        .map_err(|e| crate::error::toml_err(path, &text, "not a model description", &e))?;
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -83,7 +81,15 @@ pub fn resolve(name_or_path: &str) -> Result<(String, ModelSpec)> {
 /// Builds a model from `name_or_path` for inputs [C, H, W] and `classes` classes.
 pub fn build_named(name_or_path: &str, input: [usize; 3], classes: usize) -> Result<Model> {
     let (name, spec) = resolve(name_or_path)?;
-    let mut m = build(&spec, input, classes)?;
+    let path = std::path::Path::new(name_or_path);
+    let mut m = build(&spec, input, classes).map_err(|e| match e {
+        // A description the user wrote: name its file.
+        Error::Config(msg) if path.is_file() => Error::Format {
+            path: path.into(),
+            msg,
+        },
+        e => e,
+    })?;
     m.name = name;
     Ok(m)
 }
