@@ -76,7 +76,7 @@ pub struct TrainArgs {
     #[arg(long)]
     test_limit: Option<usize>,
     /// On the built-in set, start from the defaults shown here (native 32 x 32 images) instead
-    /// of the quick first run (16 x 16 images, weak view, batch 64, 2 epochs)
+    /// of the quick first run (12 x 12 images, weak view, batch 32, 2 epochs)
     #[arg(long)]
     full: bool,
     /// Data-preparation threads
