@@ -67,7 +67,10 @@ fn every_truncation_and_every_flipped_bit_is_refused() {
     for len in 0..good.len() {
         std::fs::write(&bad, &good[..len]).unwrap();
         let e = refused(&bad);
-        assert!(e.contains("bad.safetensors"), "truncated to {len}: {e}");
+        assert!(
+            e.contains("bad.safetensors") && e.contains("truncated"),
+            "truncated to {len}: {e}"
+        );
     }
     // One flipped bit in every byte (a random bit of each), header and data alike.
     let mut rng = Rng::new(11);
