@@ -1,5 +1,8 @@
 //! The GPU runtime: device, buffer pool, pipeline cache and a command recorder that batches
 //! dispatches into few submissions. It knows WGSL kernels and buffers, nothing of autograd.
+//! The file is longer than most because `Gpu` is one object whose methods (buffers, uploads,
+//! reads, flushes, dispatch recording) share the recorder's state; the adapter choice, the
+//! buffer pool, the shader sources and the parameter layouts live in the submodules.
 
 pub mod adapter;
 pub mod params;

@@ -1,5 +1,7 @@
 //! PNG charts drawn pixel by pixel with the `image` crate and the built-in bitmap font, so a
-//! report renders the same on every machine (no system fonts, no plotting library).
+//! report renders the same on every machine (no system fonts, no plotting library). One
+//! renderer (canvas, axes, legend, line and bar charts) in one file, since the charts share its
+//! layout code.
 
 use std::path::Path;
 
