@@ -174,9 +174,9 @@ impl TrainConfig {
 
     /// The quick first run on the built-in set: the images rendered at 12 x 12, the weak
     /// view, batch 32, 2 epochs with no learning-rate warm-up; everything else as
-    /// [`TrainConfig::default`]. On a 2-core CPU driver this reaches about 83% in under three
-    /// minutes (small images and the weak view learn fastest per second; batch 32 learns more
-    /// per image than 64 at a small cost in throughput). The command line starts from it when the data set is the
+    /// [`TrainConfig::default`]. Small images and the weak view learn the most per second on a
+    /// CPU driver; batch 32 learns more per image than 64 at a small cost in throughput
+    /// (docs/results.md has the variants measured). The command line starts from it when the data set is the
     /// built-in one and neither `--config` nor `--full` is given.
     pub fn quick_run() -> TrainConfig {
         TrainConfig {
