@@ -60,23 +60,11 @@ impl TrainData {
     /// separates the augmentation streams of loaders that share an epoch. The last partial
     /// batch is dropped unless it is the only one.
     pub fn loader(&self, order: Vec<usize>, view: View, epoch: usize, salt: u64) -> Result<Loader> {
-        self.loader_with(order, self.batch_size, view, epoch, salt)
-    }
-
-    /// [`Self::loader`] with its own batch size.
-    pub fn loader_with(
-        &self,
-        order: Vec<usize>,
-        batch_size: usize,
-        view: View,
-        epoch: usize,
-        salt: u64,
-    ) -> Result<Loader> {
-        let drop_last = order.len() >= batch_size;
+        let drop_last = order.len() >= self.batch_size;
         Ok(Loader::new(
             self.train.clone(),
             order,
-            batch_size,
+            self.batch_size,
             view,
             self.mean.clone(),
             self.std.clone(),
