@@ -296,8 +296,20 @@ fn mnist_from_a_local_server_and_a_local_folder() {
         let dest = tmp.0.join(format!("local{k}"));
         fetch_files(FetchName::FashionMnist, &remote(&files), &dest, Some(m)).unwrap();
         assert!(dest.join("fashion-mnist/train-images-idx3-ubyte").is_file());
+        // Unpacked to exactly the served file's contents, and md5_file hashes those bytes.
+        let unpacked = std::fs::read(dest.join("fashion-mnist/t10k-labels-idx1-ubyte")).unwrap();
+        let served = &files
+            .iter()
+            .find(|(n, _)| n == "t10k-labels-idx1-ubyte.gz")
+            .unwrap()
+            .1;
+        let mut expected = Vec::new();
+        flate2::read::GzDecoder::new(&served[..])
+            .read_to_end(&mut expected)
+            .unwrap();
+        assert_eq!(unpacked, expected);
         let md5 = md5_file(&dest.join("fashion-mnist/t10k-labels-idx1-ubyte")).unwrap();
-        assert_eq!(md5.len(), 32);
+        assert_eq!(md5, hex(&Md5::digest(&expected)));
     }
 
     // A file missing on the server: the error names the file and the HTTP status.
