@@ -98,16 +98,13 @@ impl Checkpoint {
 
     /// The checksum of every tensor (by name) and every metadata field of `meta` (`meta:KEY`).
     fn checksums(&self, meta: &HashMap<String, String>) -> HashMap<String, String> {
-        let hex = |bytes: &[&[u8]]| {
+        let md5 = |bytes: &[&[u8]]| {
             let mut h = Md5::new();
             for b in bytes {
                 h.update((b.len() as u64).to_le_bytes());
                 h.update(b);
             }
-            h.finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
+            crate::data::fetch::hex(&h.finalize())
         };
         let mut sums = HashMap::new();
         for (name, shape, data) in &self.tensors {
@@ -115,10 +112,10 @@ impl Checkpoint {
                 .iter()
                 .flat_map(|&d| (d as u64).to_le_bytes())
                 .collect();
-            sums.insert(name.clone(), hex(&[&shape, bytemuck::cast_slice(data)]));
+            sums.insert(name.clone(), md5(&[&shape, bytemuck::cast_slice(data)]));
         }
         for (k, v) in meta.iter().filter(|(k, _)| *k != CHECKSUMS) {
-            sums.insert(format!("meta:{k}"), hex(&[k.as_bytes(), v.as_bytes()]));
+            sums.insert(format!("meta:{k}"), md5(&[k.as_bytes(), v.as_bytes()]));
         }
         sums
     }
