@@ -79,6 +79,9 @@ fn clamped4(c0: u32, count: u32, stride: u32) -> vec4<u32> {
 @compute @workgroup_size(256)
 fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let pixels = p.n * p.oh * p.ow;
+    if (wg.x * 256u + lid.x) * PIX >= pixels {
+        return; // no pixel of this invocation exists (small planes leave most lanes idle)
+    }
     let co0 = wg.y * 4u * CH_BLOCKS;
     let hw = p.h * p.w;
     let khw = kh_n() * kw_n();
@@ -170,6 +173,9 @@ fn input_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id
     let hp = (p.h - ph + STRIDE - 1u) / STRIDE;
     let wp = (p.w - pw + STRIDE - 1u) / STRIDE;
     let pixels = p.n * hp * wp;
+    if (wg.x * 256u + lid.x) * PIX >= pixels {
+        return; // as in forward
+    }
     let ci0 = wg.y * 4u * CH_BLOCKS;
     let ohw = p.oh * p.ow;
     let khw = kh_n() * kw_n();

@@ -2,7 +2,8 @@
 
 use clap::Subcommand;
 use dynloss_wgpu::bench::{
-    KernelBench, StepBench, format_steps, format_table, run_kernels, run_steps,
+    KernelBench, StepBench, format_profile, format_steps, format_table, profile_step, run_kernels,
+    run_steps,
 };
 use dynloss_wgpu::gpu::Gpu;
 use dynloss_wgpu::train::Method;
@@ -42,6 +43,11 @@ pub enum BenchWhat {
         /// Timed repetitions per line (median reported).
         #[arg(long, default_value_t = 3)]
         reps: usize,
+        /// Instead of the table, time every kernel of the step (of the Dynamic Loss
+        /// iteration with --method dl) over --reps steps: per family and per kernel shape,
+        /// time, share of the step, count and GFLOP/s or GB/s.
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -70,6 +76,7 @@ pub fn run(gpu: &Gpu, what: &BenchWhat) -> Result<()> {
             input,
             batch,
             reps,
+            profile,
         } => {
             if *batch < 2 || *reps == 0 {
                 return Err(Error::Config(
@@ -95,8 +102,13 @@ pub fn run(gpu: &Gpu, what: &BenchWhat) -> Result<()> {
                     reps: *reps,
                     dynamic_loss: *method == Method::Dl,
                 };
-                let rows = run_steps(gpu, &cfg)?;
-                println!("{}", format_steps(gpu, &cfg, &rows));
+                if *profile {
+                    let p = profile_step(gpu, &cfg)?;
+                    println!("{}", format_profile(gpu, &cfg, &p));
+                } else {
+                    let rows = run_steps(gpu, &cfg)?;
+                    println!("{}", format_steps(gpu, &cfg, &rows));
+                }
             }
             Ok(())
         }

@@ -7,6 +7,7 @@
 pub mod adapter;
 pub mod params;
 pub mod pool;
+pub mod profile;
 pub mod shaders;
 
 use std::cell::{Cell, RefCell};
@@ -19,6 +20,8 @@ pub use adapter::AdapterRequest;
 pub(crate) use params::kernel_params;
 pub use params::{KernelParams, ParamLayout};
 use pool::BufferPool;
+use profile::{Note, Profiler};
+pub use profile::{Profile, ProfileLine};
 use shaders::BindingKind;
 
 /// Bytes reserved per dispatch in the parameter arena (the common uniform offset alignment).
@@ -63,9 +66,15 @@ enum Cmd {
     },
 }
 
+/// A recorded command and, while a profile is open, what it did.
+struct Recorded {
+    cmd: Cmd,
+    note: Option<Note>,
+}
+
 #[derive(Default)]
 struct Recorder {
-    cmds: Vec<Cmd>,
+    cmds: Vec<Recorded>,
     params: Vec<u8>,
 }
 
@@ -126,6 +135,7 @@ struct GpuInner {
     bind_groups: RefCell<HashMap<(u64, Vec<u64>), wgpu::BindGroup>>,
     pool: RefCell<BufferPool>,
     rec: RefCell<Recorder>,
+    profiler: RefCell<Option<Profiler>>,
     arena: wgpu::Buffer,
     next_pipeline: Cell<u64>,
     dispatches: Cell<u64>,
@@ -189,7 +199,8 @@ impl Gpu {
         }
         let desc = wgpu::DeviceDescriptor {
             label: Some("dynloss-wgpu"),
-            required_features: wgpu::Features::empty(),
+            // Timestamps only serve `bench step --profile`; nothing else needs a feature.
+            required_features: adapter.features() & profile::TIMESTAMP_FEATURES,
             required_limits: adapter.limits(),
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()
@@ -212,6 +223,7 @@ impl Gpu {
             bind_groups: RefCell::default(),
             pool: RefCell::default(),
             rec: RefCell::default(),
+            profiler: RefCell::default(),
             arena,
             next_pipeline: Cell::new(0),
             dispatches: Cell::new(0),
@@ -270,9 +282,13 @@ impl Gpu {
     /// A buffer of `bytes` bytes filled with zeros (ordered after pending work).
     pub fn zeros(&self, bytes: u64) -> Buffer {
         let b = self.alloc(bytes);
-        self.record(Cmd::Clear {
-            buf: b.raw().clone(),
-        });
+        self.record(
+            Cmd::Clear {
+                buf: b.raw().clone(),
+            },
+            || ("clear".into(), 0.0),
+            bytes,
+        );
         b
     }
 
@@ -303,11 +319,15 @@ impl Gpu {
     /// Records a copy of the first `bytes` bytes of `src` into `dst`.
     pub fn copy(&self, src: &Buffer, dst: &Buffer, bytes: u64) {
         let bytes = bytes.div_ceil(4) * 4;
-        self.record(Cmd::Copy {
-            src: src.raw().clone(),
-            dst: dst.raw().clone(),
-            bytes,
-        });
+        self.record(
+            Cmd::Copy {
+                src: src.raw().clone(),
+                dst: dst.raw().clone(),
+                bytes,
+            },
+            || ("copy".into(), 0.0),
+            2 * bytes,
+        );
     }
 
     /// Reads the first `bytes` bytes of `buf` back to the host (waits for the GPU).
@@ -317,6 +337,20 @@ impl Gpu {
             return Ok(Vec::new());
         }
         self.flush();
+        let t = std::time::Instant::now();
+        let out = self.read_now(buf, padded)?;
+        if let Some(p) = self.0.profiler.borrow_mut().as_mut() {
+            let note = Note {
+                label: "readback".into(),
+                flops: 0.0,
+                bytes: padded as f64,
+            };
+            p.add(&note, t.elapsed().as_secs_f64());
+        }
+        Ok(out[..bytes as usize].to_vec())
+    }
+
+    fn read_now(&self, buf: &Buffer, padded: u64) -> Result<Vec<u8>> {
         let staging = self.0.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: padded,
@@ -331,23 +365,28 @@ impl Gpu {
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
-        self.0
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Device(format!("waiting for readback: {e}")))?;
+        self.wait("readback")?;
         rx.recv()
             .map_err(|_| Error::Device("readback callback never ran".into()))?
             .map_err(|e| Error::Device(format!("mapping readback buffer: {e}")))?;
-        let mut out = staging
+        let out = staging
             .get_mapped_range(..)
             .map_err(|e| Error::Device(format!("reading mapped buffer: {e:?}")))?
             .to_vec();
         staging.unmap();
-        out.truncate(bytes as usize);
         Ok(out)
     }
 
-    /// Submits everything recorded so far, without waiting.
+    fn wait(&self, what: &str) -> Result<()> {
+        self.0
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Device(format!("waiting for {what}: {e}")))
+    }
+
+    /// Submits everything recorded so far, without waiting (while a profile is open: waits,
+    /// to collect each command's time).
     pub fn flush(&self) {
         let mut rec = self.0.rec.borrow_mut();
         if rec.cmds.is_empty() {
@@ -356,57 +395,126 @@ impl Gpu {
         if !rec.params.is_empty() {
             self.0.queue.write_buffer(&self.0.arena, 0, &rec.params);
         }
-        let mut enc = self.0.device.create_command_encoder(&Default::default());
         let cmds = std::mem::take(&mut rec.cmds);
         rec.params.clear();
         drop(rec);
+        if self.0.profiler.borrow().is_some() {
+            if let Err(e) = self.flush_profiled(cmds) {
+                eprintln!("profile: {e}");
+            }
+            return;
+        }
+        let mut enc = self.0.device.create_command_encoder(&Default::default());
         let mut i = 0;
         while i < cmds.len() {
-            match &cmds[i] {
-                Cmd::Copy { src, dst, bytes } => {
-                    enc.copy_buffer_to_buffer(src, 0, dst, 0, *bytes);
+            if let Cmd::Dispatch { .. } = cmds[i].cmd {
+                // One compute pass for each run of consecutive dispatches.
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                while let Some(Recorded {
+                    cmd: Cmd::Dispatch { .. },
+                    ..
+                }) = cmds.get(i)
+                {
+                    encode_dispatch(&mut pass, &cmds[i].cmd);
                     i += 1;
                 }
-                Cmd::Clear { buf } => {
-                    enc.clear_buffer(buf, 0, None);
-                    i += 1;
-                }
-                Cmd::Dispatch { .. } => {
-                    // One compute pass for each run of consecutive dispatches.
-                    let mut pass = enc.begin_compute_pass(&Default::default());
-                    while let Some(Cmd::Dispatch {
-                        pipe,
-                        bind,
-                        offset,
-                        groups,
-                    }) = cmds.get(i)
-                    {
-                        pass.set_pipeline(&pipe.pipeline);
-                        pass.set_bind_group(0, bind, &[*offset]);
-                        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-                        i += 1;
-                    }
-                }
+            } else {
+                encode_transfer(&mut enc, &cmds[i].cmd);
+                i += 1;
             }
         }
+        self.submit(enc);
+    }
+
+    fn submit(&self, enc: wgpu::CommandEncoder) {
         self.0.queue.submit([enc.finish()]);
         self.0.submits.set(self.0.submits.get() + 1);
+    }
+
+    /// [`Self::flush`] with each command timed: bracketed by timestamps in one submission,
+    /// or submitted alone and waited for where the adapter has no timestamps.
+    fn flush_profiled(&self, cmds: Vec<Recorded>) -> Result<()> {
+        let mut guard = self.0.profiler.borrow_mut();
+        let prof = guard.as_mut().expect("checked by flush");
+        let device = &self.0.device;
+        let encode = |enc: &mut wgpu::CommandEncoder, cmd: &Cmd| match cmd {
+            Cmd::Dispatch { .. } => {
+                encode_dispatch(&mut enc.begin_compute_pass(&Default::default()), cmd)
+            }
+            _ => encode_transfer(enc, cmd),
+        };
+        let notes: Vec<Note> = cmds
+            .iter()
+            .map(|r| r.note.clone().expect("notes are recorded while profiling"))
+            .collect();
+        if prof.on_gpu() {
+            let mut enc = device.create_command_encoder(&Default::default());
+            for (i, r) in cmds.iter().enumerate() {
+                prof.stamp(&mut enc, i, false);
+                encode(&mut enc, &r.cmd);
+                prof.stamp(&mut enc, i, true);
+            }
+            prof.resolve(&mut enc, cmds.len());
+            self.submit(enc);
+            return prof.collect(device, &notes);
+        }
+        self.wait("the GPU")?;
+        for (r, note) in cmds.iter().zip(&notes) {
+            prof.host_timed(note, || {
+                let mut enc = device.create_command_encoder(&Default::default());
+                encode(&mut enc, &r.cmd);
+                self.submit(enc);
+                self.wait("the GPU")
+            })?;
+        }
+        Ok(())
     }
 
     /// Submits pending work and waits until the GPU has finished it.
     pub fn sync(&self) -> Result<()> {
         self.flush();
-        self.0
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| Error::Device(format!("waiting for the GPU: {e}")))
+        self.wait("the GPU")
     }
 
-    fn record(&self, cmd: Cmd) {
+    /// Starts timing every command recorded from now on (after finishing pending work);
+    /// [`Self::finish_profile`] returns the totals. With `gpu_timestamps` (and an adapter that
+    /// has them) commands are timed on the GPU, else each is submitted alone and timed on the
+    /// host. Slows the work it measures a little: each dispatch gets its own compute pass and
+    /// each flush is waited for.
+    pub fn start_profile(&self, gpu_timestamps: bool) -> Result<()> {
+        self.sync()?;
+        *self.0.profiler.borrow_mut() = Some(Profiler::new(
+            &self.0.device,
+            &self.0.queue,
+            MAX_BATCH,
+            gpu_timestamps,
+        ));
+        Ok(())
+    }
+
+    /// Finishes pending work and returns the time per kernel since [`Self::start_profile`].
+    pub fn finish_profile(&self) -> Result<Profile> {
+        self.sync()?;
+        self.0
+            .profiler
+            .borrow_mut()
+            .take()
+            .map(Profiler::finish)
+            .ok_or_else(|| Error::Device("no profile was started".into()))
+    }
+
+    fn record(&self, cmd: Cmd, label: impl FnOnce() -> (String, f64), bytes: u64) {
+        let note = self.0.profiler.borrow().is_some().then(|| {
+            let (label, flops) = label();
+            Note {
+                label,
+                flops,
+                bytes: bytes as f64,
+            }
+        });
         let full = {
             let mut rec = self.0.rec.borrow_mut();
-            rec.cmds.push(cmd);
+            rec.cmds.push(Recorded { cmd, note });
             rec.cmds.len() >= MAX_BATCH
         };
         if full {
@@ -530,6 +638,21 @@ impl Gpu {
         buffers: &[&Buffer],
         groups: [u32; 3],
     ) -> Result<()> {
+        self.dispatch_noted(k, params, buffers, groups, || {
+            (format!("{} {}", k.shader, k.entry), 0.0)
+        })
+    }
+
+    /// [`Self::dispatch`] with what a profile should call it: `note` gives the label and the
+    /// floating-point operations, and runs only while a profile is open.
+    pub fn dispatch_noted<P: KernelParams>(
+        &self,
+        k: &Kernel<P>,
+        params: &P,
+        buffers: &[&Buffer],
+        groups: [u32; 3],
+        note: impl FnOnce() -> (String, f64),
+    ) -> Result<()> {
         if groups.contains(&0) {
             return Ok(());
         }
@@ -625,17 +748,46 @@ impl Gpu {
             off as u32
         };
         self.0.dispatches.set(self.0.dispatches.get() + 1);
-        self.record(Cmd::Dispatch {
-            pipe,
-            bind,
-            offset,
-            groups,
-        });
+        let bound: u64 = buffers.iter().map(|b| b.bytes).sum();
+        self.record(
+            Cmd::Dispatch {
+                pipe,
+                bind,
+                offset,
+                groups,
+            },
+            note,
+            bound,
+        );
         if self.0.trace {
             // Submit each dispatch alone so a validation error points at it.
             self.flush();
         }
         Ok(())
+    }
+}
+
+/// Adds a dispatch command to an open compute pass.
+fn encode_dispatch(pass: &mut wgpu::ComputePass, cmd: &Cmd) {
+    if let Cmd::Dispatch {
+        pipe,
+        bind,
+        offset,
+        groups,
+    } = cmd
+    {
+        pass.set_pipeline(&pipe.pipeline);
+        pass.set_bind_group(0, bind, &[*offset]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+    }
+}
+
+/// Adds a copy or clear command to an encoder.
+fn encode_transfer(enc: &mut wgpu::CommandEncoder, cmd: &Cmd) {
+    match cmd {
+        Cmd::Copy { src, dst, bytes } => enc.copy_buffer_to_buffer(src, 0, dst, 0, *bytes),
+        Cmd::Clear { buf } => enc.clear_buffer(buf, 0, None),
+        Cmd::Dispatch { .. } => {}
     }
 }
 

@@ -1,7 +1,7 @@
 //! 2-D convolution as implicit GEMM: forward, input gradient and weight gradient.
 //! The three form a closed family: each one's derivatives are the other two.
 
-use super::{DType, Tensor, ensure, fits_u32, launch, reduce};
+use super::{DType, Tensor, ensure, fits_u32, launch_noted, reduce};
 use crate::error::{Result, shape_err};
 use crate::gpu::{Kernel, kernel_params};
 
@@ -74,6 +74,23 @@ impl Dims {
     /// The kernel side if the kernel is square (a constant the shader can unroll), else 0.
     fn square_kernel(&self) -> usize {
         if self.kh == self.kw { self.kh } else { 0 }
+    }
+
+    /// Multiply-adds of the convolution, counted as two operations each (the same in all
+    /// three directions).
+    fn flops(&self) -> f64 {
+        2.0 * (self.n * self.co * self.oh * self.ow * self.ci * self.kh * self.kw) as f64
+    }
+
+    /// A profile label: direction, channels, input plane, kernel and stride.
+    fn label(&self, direction: &str, g: ConvGeom) -> (String, f64) {
+        (
+            format!(
+                "conv2d {direction} {}->{} {}x{} k{} s{}",
+                self.ci, self.co, self.h, self.w, self.kh, g.stride
+            ),
+            self.flops(),
+        )
     }
 
     fn params(&self, g: ConvGeom, chunk: usize) -> ConvParams {
@@ -163,11 +180,12 @@ fn pixel_pass(
         channels.div_ceil(4 * cb) as u32,
         slices as u32,
     ];
-    launch(
+    launch_noted(
         &Kernel::with_constants(entry, &consts),
         &d.params(g, 0),
         &[src, w, &out],
         groups,
+        || d.label(entry, g),
     )?;
     Ok(out)
 }
@@ -268,11 +286,12 @@ pub fn conv2d_weight_grad(
         d.co.div_ceil(co_per * wy as usize) as u32,
         splits as u32,
     ];
-    launch(
+    launch_noted(
         &Kernel::with_constants("weight_grad", &consts),
         &d.params(g, chunk),
         &[x, dy, &partial],
         groups,
+        || d.label("weight_grad", g),
     )?;
     if splits == 1 {
         return partial.reshape(&[d.co, d.ci, kh, kw]);

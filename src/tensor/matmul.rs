@@ -100,5 +100,7 @@ fn launch(
         ..Default::default()
     };
     let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1];
-    super::launch(&kernel, &p, &[a, b, out], groups)
+    super::launch_noted(&kernel, &p, &[a, b, out], groups, || {
+        (format!("matmul {m}x{k}x{n}"), 2.0 * (m * k * n) as f64)
+    })
 }

@@ -256,6 +256,18 @@ fn launch<P: KernelParams>(
     tensors[0].gpu().dispatch(k, p, &bufs, groups)
 }
 
+/// [`launch`] with a label and operation count for profiles (see [`crate::gpu::Profile`]).
+fn launch_noted<P: KernelParams>(
+    k: &Kernel<P>,
+    p: &P,
+    tensors: &[&Tensor],
+    groups: [u32; 3],
+    note: impl FnOnce() -> (String, f64),
+) -> Result<()> {
+    let bufs: Vec<&Buffer> = tensors.iter().map(|t| t.buffer()).collect();
+    tensors[0].gpu().dispatch_noted(k, p, &bufs, groups, note)
+}
+
 /// Checks that a size fits the u32 indices kernels use.
 pub fn fits_u32(op: &'static str, n: usize) -> Result<u32> {
     u32::try_from(n).map_err(|_| shape_err(op, format!("{n} elements exceed u32 indexing")))
