@@ -75,7 +75,7 @@ fn every_shader_family_has_one_param_struct() {
     }
 }
 
-/// batchnorm.wgsl's `Params` with its last field, `momentum`, left out.
+/// batchnorm.wgsl's `Params` with its last field, `chunks`, left out.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 #[allow(dead_code)] // only the layout matters
@@ -84,6 +84,7 @@ struct MissingField {
     c: u32,
     hw: u32,
     eps: f32,
+    momentum: f32,
 }
 
 impl KernelParams for MissingField {
@@ -95,6 +96,7 @@ impl KernelParams for MissingField {
         ("c", offset_of!(MissingField, c)),
         ("hw", offset_of!(MissingField, hw)),
         ("eps", offset_of!(MissingField, eps)),
+        ("momentum", offset_of!(MissingField, momentum)),
     ];
 }
 
@@ -123,7 +125,7 @@ impl KernelParams for Misnamed {
 fn a_wrong_host_struct_is_caught() {
     let missing = mismatches(&ParamLayout::of::<MissingField>());
     assert!(
-        missing.iter().any(|m| m.contains("WGSL size 20, host 16")),
+        missing.iter().any(|m| m.contains("WGSL size 24, host 20")),
         "{missing:?}"
     );
     let misnamed = mismatches(&ParamLayout::of::<Misnamed>());

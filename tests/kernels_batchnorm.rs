@@ -32,12 +32,17 @@ fn batchnorm_training_forward_backward_and_running_stats() {
     let g = gpu();
     let mut rng = Rng::new(20);
     let eps = 1e-5f32;
-    for (n, c, h, w) in [
-        (4, 3, 5, 5),
-        (1, 2, 1, 1),
-        (2, 16, 17, 9),
-        (300, 2, 1, 1),
-        (3, 5, 16, 16),
+    // (N, C, H, W, offset): partial sums per channel from 1 to 256 (several workgroups of
+    // them), [N, C] inputs, and values far from zero (where a one-pass variance without a
+    // shift loses every digit).
+    for (n, c, h, w, offset) in [
+        (4, 3, 5, 5, 1.0),
+        (1, 2, 1, 1, 1.0),
+        (2, 16, 17, 9, 1.0),
+        (300, 2, 1, 1, 1.0),
+        (3, 5, 16, 16, 1.0),
+        (64, 3, 16, 16, 1.0),
+        (8, 4, 12, 12, 50.0),
     ] {
         let hw = h * w;
         let shape = if h * w == 1 {
@@ -45,7 +50,7 @@ fn batchnorm_training_forward_backward_and_running_stats() {
         } else {
             vec![n, c, h, w]
         };
-        let x: Vec<f32> = rng.vec(n * c * hw).iter().map(|v| 3.0 * v + 1.0).collect();
+        let x: Vec<f32> = rng.vec(n * c * hw).iter().map(|v| 3.0 * v + offset).collect();
         let gamma = rng.vec(c);
         let beta = rng.vec(c);
         let dy = rng.vec(n * c * hw);

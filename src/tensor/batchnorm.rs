@@ -12,12 +12,15 @@ kernel_params! {
         hw: u32,
         eps: f32,
         momentum: f32,
+        chunks: u32,
     }
 }
 
-const STATS: Kernel<'static, BatchNormParams> = Kernel::new("stats");
+const STATS_PARTIAL: Kernel<'static, BatchNormParams> = Kernel::new("stats_partial");
+const STATS_FINISH: Kernel<'static, BatchNormParams> = Kernel::new("stats_finish");
 const RUNNING_UPDATE: Kernel<'static, BatchNormParams> = Kernel::new("running_update");
-const BACKWARD_SUMS: Kernel<'static, BatchNormParams> = Kernel::new("backward_sums");
+const SUMS_PARTIAL: Kernel<'static, BatchNormParams> = Kernel::new("sums_partial");
+const SUMS_FINISH: Kernel<'static, BatchNormParams> = Kernel::new("sums_finish");
 const BACKWARD_APPLY: Kernel<'static, BatchNormParams> = Kernel::new("backward_apply");
 
 /// The `apply` kernel, with the ReLU fused in or not.
@@ -58,7 +61,39 @@ fn params(n: usize, c: usize, hw: usize, eps: f32, momentum: f32) -> BatchNormPa
         hw: hw as u32,
         eps,
         momentum,
+        chunks: chunks(n * hw) as u32,
     }
+}
+
+/// Partial sums per channel for `m` values: at least 32 values each (so the loop, not the
+/// launch, dominates), at most 256 (so the in-order finish stays short).
+fn chunks(m: usize) -> usize {
+    (m / 32).clamp(1, 256)
+}
+
+/// Per-channel sums in two passes: `partial` writes [C, chunks] partial sums of two
+/// quantities from `inputs`, `finish` adds them in order into two [C] outputs (with `x` as
+/// its first input where it needs the data).
+fn channel_sums(
+    partial: &Kernel<BatchNormParams>,
+    finish: &Kernel<BatchNormParams>,
+    p: &BatchNormParams,
+    inputs: &[&Tensor],
+    finish_inputs: &[&Tensor],
+) -> Result<(Tensor, Tensor)> {
+    let gpu = inputs[0].gpu();
+    let (c, s) = (p.c as usize, p.chunks as usize);
+    let part = Tensor::empty(gpu, &[c, s], DType::F32);
+    let part2 = Tensor::empty(gpu, &[c, s], DType::F32);
+    let mut bound = inputs.to_vec();
+    bound.extend([&part, &part2]);
+    launch(partial, p, &bound, [s.div_ceil(64) as u32, c as u32, 1])?;
+    let out = Tensor::empty(gpu, &[c], DType::F32);
+    let out2 = Tensor::empty(gpu, &[c], DType::F32);
+    let mut bound = finish_inputs.to_vec();
+    bound.extend([&out, &out2, &part, &part2]);
+    launch(finish, p, &bound, [c.div_ceil(64) as u32, 1, 1])?;
+    Ok((out, out2))
 }
 
 fn check_channels(op: &'static str, c: usize, ts: &[&Tensor]) -> Result<()> {
@@ -73,15 +108,8 @@ fn check_channels(op: &'static str, c: usize, ts: &[&Tensor]) -> Result<()> {
 /// Batch mean and biased variance of each channel of x ([N,C,H,W] or [N,C]).
 pub fn batch_stats(x: &Tensor) -> Result<BatchStats> {
     let (n, c, hw) = nchw("batch_stats", x)?;
-    let gpu = x.gpu();
-    let mean = Tensor::empty(gpu, &[c], DType::F32);
-    let var = Tensor::empty(gpu, &[c], DType::F32);
-    launch(
-        &STATS,
-        &params(n, c, hw, 0.0, 0.0),
-        &[x, &mean, &var],
-        [c as u32, 1, 1],
-    )?;
+    let p = params(n, c, hw, 0.0, 0.0);
+    let (mean, var) = channel_sums(&STATS_PARTIAL, &STATS_FINISH, &p, &[x], &[x])?;
     Ok(BatchStats {
         mean,
         var,
@@ -150,15 +178,9 @@ pub fn bn_backward(
     let gpu = x.gpu();
     let p = params(n, c, hw, eps, 0.0);
     // sum(dy) is dbeta and sum(dy * xhat) is dgamma.
-    let dbeta = Tensor::empty(gpu, &[c], DType::F32);
-    let dgamma = Tensor::empty(gpu, &[c], DType::F32);
     let (mean, var) = (&stats.mean, &stats.var);
-    launch(
-        &BACKWARD_SUMS,
-        &p,
-        &[x, mean, var, dy, &dbeta, &dgamma],
-        [c as u32, 1, 1],
-    )?;
+    let (dbeta, dgamma) =
+        channel_sums(&SUMS_PARTIAL, &SUMS_FINISH, &p, &[x, mean, var, dy], &[])?;
     let dx = Tensor::empty(gpu, x.shape(), DType::F32);
     launch(
         &BACKWARD_APPLY,
