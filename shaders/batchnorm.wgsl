@@ -1,11 +1,17 @@
 // Batch normalisation over NCHW activations, per channel c (M = N*H*W values each).
 //
 // Dispatch geometry:
-// - stats, backward_sums: one workgroup of 256 invocations per channel (grid = (C,1,1));
-//   each invocation walks a strided slice of the channel's N*H*W values, then a
-//   shared-memory tree combines the 256 partial sums in a fixed order (deterministic).
-//   stats writes the batch mean and the biased variance (two passes, for accuracy).
-//   backward_sums writes sum(dy) and sum(dy * xhat) for the input gradient.
+// - stats_partial, sums_partial: workgroups of 64 along the S = `chunks` chunks of a channel,
+//   one channel per workgroup row (grid = (ceil(S/64), C, 1)). Chunk k sums the channel's
+//   values j = k, k + S, k + 2S, ... (adjacent invocations read adjacent values) into
+//   out[c * S + k] and out2[c * S + k]. No workgroup memory and no barriers: on CPU drivers a
+//   barrier switches between every SIMD group of the workgroup, which made the former
+//   one-workgroup-per-channel tree reduction cost ~25 us per channel.
+//   stats_partial sums d = x - x0 and d * d, with x0 the channel's first value: the shift
+//   keeps the one-pass variance accurate when the mean is far from zero.
+//   sums_partial sums dy and dy * xhat, for the input gradient.
+// - stats_finish, sums_finish: 1-D over channels, adding the S partials in order
+//   (deterministic). stats_finish writes the batch mean and the biased variance.
 // - apply: 1-D over all elements (256 per workgroup, grid folded to 2-D), computing
 //   y = (x - mean[c]) * rsqrt(var[c] + eps) * gamma[c] + beta[c], then ReLU if RELU is set.
 //   Training passes the batch statistics, evaluation the running ones.
@@ -20,6 +26,7 @@ struct Params {
     hw: u32,
     eps: f32,
     momentum: f32,
+    chunks: u32, // partial sums per channel (stats_partial, sums_partial and the finishes)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -34,66 +41,117 @@ struct Params {
 
 override RELU: bool = false;
 
-var<workgroup> partial: array<f32, 256>;
-var<workgroup> partial2: array<f32, 256>;
-
 fn flat_index(gid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     return (gid.y * nwg.x + gid.x) * 256u + lid.x;
 }
 
-// Sums partial[] and partial2[] across the workgroup into element 0. Call from uniform flow.
-fn tree_sum(t: u32) {
-    workgroupBarrier();
-    for (var width = 128u; width > 0u; width >>= 1u) {
-        if t < width {
-            partial[t] += partial[t + width];
-            partial2[t] += partial2[t + width];
-        }
-        workgroupBarrier();
+@group(0) @binding(9) var<storage, read> sum_dy: array<f32>;
+@group(0) @binding(10) var<storage, read> sum_dy_xhat: array<f32>;
+@group(0) @binding(11) var<storage, read> part: array<f32>;   // [C, chunks] partial sums
+@group(0) @binding(12) var<storage, read> part2: array<f32>;
+
+// Walks value j of channel ch, j = k, k + chunks, ...: the flat index of each in turn,
+// stepping (image, position) without a division per value.
+struct Walk {
+    n: u32,
+    q: u32,
+    dn: u32,
+    dq: u32,
+}
+
+fn walk_start(k: u32) -> Walk {
+    return Walk(k / p.hw, k % p.hw, p.chunks / p.hw, p.chunks % p.hw);
+}
+
+fn walk_index(w: Walk, ch: u32) -> u32 {
+    return (w.n * p.c + ch) * p.hw + w.q;
+}
+
+fn walk_next(w: ptr<function, Walk>) {
+    (*w).q += (*w).dq;
+    (*w).n += (*w).dn;
+    if (*w).q >= p.hw {
+        (*w).q -= p.hw;
+        (*w).n += 1u;
     }
 }
 
-@compute @workgroup_size(256)
-fn stats(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let ch = gid.x;
-    let t = lid.x;
-    let m = p.n * p.hw;
-    // Value j of the channel lives at (j / hw) * C*hw + ch*hw + j % hw; (n, s) below track
-    // j = t + 256 k without dividing.
+@compute @workgroup_size(64)
+fn stats_partial(@builtin(global_invocation_id) id: vec3<u32>) {
+    let k = id.x;
+    let ch = id.y;
+    if k >= p.chunks {
+        return;
+    }
+    let x0 = x[ch * p.hw];
     var s = 0.0;
-    var n = t / p.hw;
-    var q = t % p.hw;
-    for (var j = t; j < m; j += 256u) {
-        s += x[(n * p.c + ch) * p.hw + q];
-        q += 256u;
-        while q >= p.hw {
-            q -= p.hw;
-            n += 1u;
-        }
+    var s2 = 0.0;
+    var w = walk_start(k);
+    for (var j = k; j < p.n * p.hw; j += p.chunks) {
+        let d = x[walk_index(w, ch)] - x0;
+        s += d;
+        s2 += d * d;
+        walk_next(&w);
     }
-    partial[t] = s;
-    partial2[t] = 0.0;
-    tree_sum(t);
-    let mu = partial[0] / f32(m);
-    workgroupBarrier();
-    var v = 0.0;
-    n = t / p.hw;
-    q = t % p.hw;
-    for (var j = t; j < m; j += 256u) {
-        let d = x[(n * p.c + ch) * p.hw + q] - mu;
-        v += d * d;
-        q += 256u;
-        while q >= p.hw {
-            q -= p.hw;
-            n += 1u;
-        }
+    out[ch * p.chunks + k] = s;
+    out2[ch * p.chunks + k] = s2;
+}
+
+@compute @workgroup_size(64)
+fn stats_finish(@builtin(global_invocation_id) id: vec3<u32>) {
+    let ch = id.x;
+    if ch >= p.c {
+        return;
     }
-    partial[t] = v;
-    tree_sum(t);
-    if t == 0u {
-        out[ch] = mu;
-        out2[ch] = partial[0] / f32(m);
+    var s = 0.0;
+    var s2 = 0.0;
+    for (var k = 0u; k < p.chunks; k++) {
+        s += part[ch * p.chunks + k];
+        s2 += part2[ch * p.chunks + k];
     }
+    let m = f32(p.n * p.hw);
+    let d = s / m;
+    out[ch] = x[ch * p.hw] + d;
+    out2[ch] = max(s2 / m - d * d, 0.0);
+}
+
+@compute @workgroup_size(64)
+fn sums_partial(@builtin(global_invocation_id) id: vec3<u32>) {
+    let k = id.x;
+    let ch = id.y;
+    if k >= p.chunks {
+        return;
+    }
+    let mu = mean[ch];
+    let rstd = inverseSqrt(variance[ch] + p.eps);
+    var s = 0.0;
+    var s2 = 0.0;
+    var w = walk_start(k);
+    for (var j = k; j < p.n * p.hw; j += p.chunks) {
+        let i = walk_index(w, ch);
+        let g = dy[i];
+        s += g;
+        s2 += g * (x[i] - mu) * rstd;
+        walk_next(&w);
+    }
+    out[ch * p.chunks + k] = s;
+    out2[ch * p.chunks + k] = s2;
+}
+
+@compute @workgroup_size(64)
+fn sums_finish(@builtin(global_invocation_id) id: vec3<u32>) {
+    let ch = id.x;
+    if ch >= p.c {
+        return;
+    }
+    var s = 0.0;
+    var s2 = 0.0;
+    for (var k = 0u; k < p.chunks; k++) {
+        s += part[ch * p.chunks + k];
+        s2 += part2[ch * p.chunks + k];
+    }
+    out[ch] = s;
+    out2[ch] = s2;
 }
 
 @compute @workgroup_size(256)
@@ -109,40 +167,6 @@ fn apply(@builtin(workgroup_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
     out[i] = y;
 }
-
-@compute @workgroup_size(256)
-fn backward_sums(@builtin(workgroup_id) gid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let ch = gid.x;
-    let t = lid.x;
-    let m = p.n * p.hw;
-    let mu = mean[ch];
-    let rstd = inverseSqrt(variance[ch] + p.eps);
-    var s = 0.0;
-    var s2 = 0.0;
-    var n = t / p.hw;
-    var q = t % p.hw;
-    for (var j = t; j < m; j += 256u) {
-        let i = (n * p.c + ch) * p.hw + q;
-        let g = dy[i];
-        s += g;
-        s2 += g * (x[i] - mu) * rstd;
-        q += 256u;
-        while q >= p.hw {
-            q -= p.hw;
-            n += 1u;
-        }
-    }
-    partial[t] = s;
-    partial2[t] = s2;
-    tree_sum(t);
-    if t == 0u {
-        out[ch] = partial[0];
-        out2[ch] = partial2[0];
-    }
-}
-
-@group(0) @binding(9) var<storage, read> sum_dy: array<f32>;
-@group(0) @binding(10) var<storage, read> sum_dy_xhat: array<f32>;
 
 @compute @workgroup_size(256)
 fn backward_apply(@builtin(workgroup_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
