@@ -50,7 +50,11 @@ fn batchnorm_training_forward_backward_and_running_stats() {
         } else {
             vec![n, c, h, w]
         };
-        let x: Vec<f32> = rng.vec(n * c * hw).iter().map(|v| 3.0 * v + offset).collect();
+        let x: Vec<f32> = rng
+            .vec(n * c * hw)
+            .iter()
+            .map(|v| 3.0 * v + offset)
+            .collect();
         let gamma = rng.vec(c);
         let beta = rng.vec(c);
         let dy = rng.vec(n * c * hw);

@@ -179,8 +179,7 @@ pub fn bn_backward(
     let p = params(n, c, hw, eps, 0.0);
     // sum(dy) is dbeta and sum(dy * xhat) is dgamma.
     let (mean, var) = (&stats.mean, &stats.var);
-    let (dbeta, dgamma) =
-        channel_sums(&SUMS_PARTIAL, &SUMS_FINISH, &p, &[x, mean, var, dy], &[])?;
+    let (dbeta, dgamma) = channel_sums(&SUMS_PARTIAL, &SUMS_FINISH, &p, &[x, mean, var, dy], &[])?;
     let dx = Tensor::empty(gpu, x.shape(), DType::F32);
     launch(
         &BACKWARD_APPLY,
