@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 
 use super::checkpoint::Checkpoint;
 use super::classifier::Classifier;
-use super::config::TrainConfig;
+use super::config::{LrSchedule, TrainConfig};
 use super::data::TrainData;
 use super::method::TrainingMethod;
 use super::metrics::EpochMetrics;
@@ -99,12 +99,20 @@ pub fn restore(
     })
 }
 
-/// The settings a checkpoint was trained with.
+/// The settings a checkpoint was trained with. A checkpoint written before the choice of
+/// learning-rate schedule existed ran the per-step form, so it resumes with it.
 pub fn config_of(path: &Path, ck: &Checkpoint) -> Result<TrainConfig> {
-    serde_json::from_str(ck.get(path, "config")?).map_err(|e| Error::Format {
+    let bad = |e: serde_json::Error| Error::Format {
         path: path.into(),
         msg: format!("config in checkpoint: {e}"),
-    })
+    };
+    let mut value: serde_json::Value =
+        serde_json::from_str(ck.get(path, "config")?).map_err(bad)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.entry("lr_schedule")
+            .or_insert_with(|| serde_json::Value::from(LrSchedule::Step.to_string()));
+    }
+    serde_json::from_value(value).map_err(bad)
 }
 
 /// The settings of the checkpoint file at `path`.
