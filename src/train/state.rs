@@ -130,3 +130,35 @@ pub fn normalisation_of(path: &Path, ck: &Checkpoint) -> Result<(Vec<f32>, Vec<f
     };
     Ok((parse("mean")?, parse("std")?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::config::Method;
+
+    fn checkpoint_with(config: serde_json::Value) -> Checkpoint {
+        let mut ck = Checkpoint::default();
+        ck.meta.insert("config".into(), config.to_string());
+        ck
+    }
+
+    #[test]
+    fn a_checkpoint_from_before_the_schedule_choice_keeps_the_per_step_schedule() {
+        let cfg = TrainConfig {
+            method: Method::Dl,
+            epochs: 9,
+            ..TrainConfig::default()
+        };
+        let path = Path::new("ck.safetensors");
+        let mut value = serde_json::to_value(&cfg).unwrap();
+        // A new run stores its choice (here: none, the method's default) and gets it back.
+        let back = config_of(path, &checkpoint_with(value.clone())).unwrap();
+        assert_eq!(back, cfg);
+        assert_eq!(back.lr_schedule(), LrSchedule::Epoch);
+        // An old one has no key: it ran the per-step form, and resumes with it.
+        value.as_object_mut().unwrap().remove("lr_schedule");
+        let old = config_of(path, &checkpoint_with(value)).unwrap();
+        assert_eq!(old.lr_schedule, Some(LrSchedule::Step));
+        assert_eq!(old.epochs, 9);
+    }
+}
