@@ -1,13 +1,21 @@
 //! The Dynamic Loss pieces the trainer uses: per-class ranking on the GPU against the spec's
-//! quantile bins, hierarchical meta-set sampling, layer selection for --meta-layers, and a
-//! short run on clean balanced data where the corrector must keep trusting the labels.
+//! quantile bins, hierarchical meta-set sampling, layer selection for --meta-layers, the
+//! warm-up's corrector fit and the meta net's optimizer state, and a short run on clean
+//! balanced data where the corrector must keep trusting the labels.
 
 mod common;
 
-use common::{Rng, gpu};
+use common::{Rng, assert_close, f64s, gpu};
+use dynloss_wgpu::Tensor;
+use dynloss_wgpu::dynloss::meta_net::MetaNet;
 use dynloss_wgpu::dynloss::meta_step::last_layers;
 use dynloss_wgpu::dynloss::ranking::{Ranking, bin_of, hierarchical_split, rank};
-use dynloss_wgpu::train::{self, Method, RunOptions, TrainConfig, metrics::read_metrics};
+use dynloss_wgpu::nn::{Mode, zoo};
+use dynloss_wgpu::train::dynamic_loss::DynamicLoss;
+use dynloss_wgpu::train::method::TrainingMethod;
+use dynloss_wgpu::train::{
+    self, Checkpoint, Classifier, Method, RunOptions, TrainConfig, metrics::read_metrics,
+};
 
 #[test]
 fn ranks_are_the_spec_quantiles_of_each_class() {
@@ -170,14 +178,31 @@ fn corrector_keeps_trusting_clean_balanced_labels_and_runs_reproduce() {
         assert_eq!(x["given_label_acc"].as_f64(), Some(100.0));
         assert!(x["label_correction_acc"].as_f64().unwrap() > 95.0);
         let meta_set = x["meta_set"].as_u64().unwrap();
-        assert!(
-            meta_set >= 10 && meta_set.is_multiple_of(10),
-            "balanced meta set of {meta_set}"
-        );
-        if e > 0 {
+        let trained = x["trained"].as_u64().unwrap();
+        if e == 0 {
+            // The warm-up trains on the whole set: no meta set is held out.
+            assert_eq!((meta_set, trained), (0, 320));
+            assert!(x.get("gumbel_agreement").is_none());
+        } else {
+            assert!(
+                meta_set >= 10 && meta_set.is_multiple_of(10),
+                "balanced meta set of {meta_set}"
+            );
+            assert_eq!(meta_set + trained, 320);
             assert!(x["meta_loss"].as_f64().unwrap().is_finite());
             assert_eq!(x["margins"].as_array().unwrap().len(), 10);
+            // The real step draws its own Gumbel sample: on a classifier this young it
+            // often differs from the virtual step's.
+            let agree = x["gumbel_agreement"].as_f64().unwrap();
+            assert!(agree > 0.0 && agree < 100.0, "agreement {agree}%");
         }
+    }
+    // The authors' schedule by epoch (lr 0.05, 3 epochs, 1 warm-up epoch of 10 steps): the
+    // warm-up's last step at 0.1 + 0.9 x 9/10 of the cosine's start, then the cosine's value
+    // for epochs 1 and 2, 0.025 (1 + cos(pi e / 3)).
+    let lrs: Vec<f64> = m.iter().map(|l| l.lr).collect();
+    for (got, want) in lrs.iter().zip([0.05 * 0.91, 0.0375, 0.0125]) {
+        assert!((got - want).abs() < 1e-7, "lr per epoch {lrs:?}");
     }
     for f in [
         "label_weights.png",
@@ -206,4 +231,119 @@ fn corrector_keeps_trusting_clean_balanced_labels_and_runs_reproduce() {
         assert_eq!(a.extra, b.extra, "epoch {} diagnostics", a.epoch);
     }
     std::fs::remove_dir_all(&root).ok();
+}
+
+/// A classifier for 3 x 8 x 8 inputs of `classes` classes and a Dynamic Loss for it.
+fn tiny_dl(g: &dynloss_wgpu::Gpu, classes: usize) -> (TrainConfig, Classifier, DynamicLoss) {
+    let mut cfg = TrainConfig {
+        method: Method::Dl,
+        ..TrainConfig::default()
+    };
+    cfg.dl.bins = Some(5);
+    let model = zoo::build_named("resnet8", [3, 8, 8], classes).unwrap();
+    let clf = Classifier::new(g, &cfg, model, 10).unwrap();
+    let labels: Vec<u32> = (0..40).map(|i| i % classes as u32).collect();
+    let dl = DynamicLoss::for_labels(g, &cfg, &labels, classes, &clf).unwrap();
+    (cfg, clf, dl)
+}
+
+fn max_gap(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn the_warmup_fit_uses_each_batch_s_current_weak_logits_in_training_mode() {
+    let g = gpu();
+    let (_, mut clf, mut dl) = tiny_dl(&g, 4);
+    let mut rng = Rng::new(9);
+    let b = 8;
+    let image = |rng: &mut Rng| Tensor::from_f32(&g, &[b, 3, 8, 8], &rng.vec(b * 192)).unwrap();
+    let (strong, weak) = (image(&mut rng), image(&mut rng));
+    let labels = Tensor::from_u32(&g, &[b], &rng.labels(b, 4)).unwrap();
+    let bins = Tensor::from_u32(&g, &[b], &rng.labels(b, 5)).unwrap();
+    let mut used = Vec::new();
+    for it in 0..2 {
+        let train_mode = clf
+            .logits(&weak, Mode::Train)
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
+        let eval_mode = clf.logits(&weak, Mode::Eval).unwrap().to_f32_vec().unwrap();
+        let (_, fit) = dl
+            .warmup_step(&mut clf, &strong, Some(&weak), &labels, &bins)
+            .unwrap();
+        let fit = fit.expect("the corrector is fitted").to_f32_vec().unwrap();
+        assert_close(
+            &format!("iteration {it}: the fit's logits"),
+            &fit,
+            &f64s(&train_mode),
+            1e-6,
+            1e-5,
+        );
+        let scale = fit.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(
+            max_gap(&fit, &eval_mode) > 0.05 * scale,
+            "iteration {it}: training and evaluation mode should differ here"
+        );
+        used.push(fit);
+    }
+    // Each iteration fits on the logits of its own parameters: the step between moved them.
+    let scale = used[0].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(max_gap(&used[0], &used[1]) > 0.01 * scale);
+    // When the training view is the weak view, the step's own logits are the fit's.
+    let (out, fit) = dl
+        .warmup_step(&mut clf, &weak, None, &labels, &bins)
+        .unwrap();
+    assert_eq!(
+        fit.unwrap().to_f32_vec().unwrap(),
+        out.logits.to_f32_vec().unwrap()
+    );
+}
+
+/// The meta optimizer's per-parameter step counts, as a checkpoint of `dl` stores them.
+fn saved_counts(dl: &DynamicLoss) -> Vec<u32> {
+    let mut ck = Checkpoint::default();
+    dl.save(&mut ck).unwrap();
+    serde_json::from_str(&ck.meta["adam_steps"]).unwrap()
+}
+
+#[test]
+fn the_meta_optimizer_counts_steps_per_parameter_in_checkpoints() {
+    let g = gpu();
+    let (_, mut clf, mut dl) = tiny_dl(&g, 4);
+    let shape = MetaNet::new(5, 4, false);
+    let split = shape.split;
+    let mut rng = Rng::new(4);
+    let b = 8;
+    let x = Tensor::from_f32(&g, &[b, 3, 8, 8], &rng.vec(b * 192)).unwrap();
+    let labels = Tensor::from_u32(&g, &[b], &rng.labels(b, 4)).unwrap();
+    let bins = Tensor::from_u32(&g, &[b], &rng.labels(b, 5)).unwrap();
+    for _ in 0..3 {
+        dl.warmup_step(&mut clf, &x, None, &labels, &bins).unwrap();
+    }
+    // The warm-up fit moves the corrector only: the generator's parameters have not
+    // counted a step, so their first meta step will be bias-corrected as a first step.
+    let counts = saved_counts(&dl);
+    assert_eq!(counts.len(), shape.params.len());
+    assert!(counts[..split].iter().all(|&c| c == 3), "{counts:?}");
+    assert!(counts[split..].iter().all(|&c| c == 0), "{counts:?}");
+    // A checkpoint restores the counts.
+    let mut ck = Checkpoint::default();
+    dl.save(&mut ck).unwrap();
+    let path = std::path::Path::new("ck.safetensors");
+    let (_, _, mut other) = tiny_dl(&g, 4);
+    other.restore(path, &ck).unwrap();
+    assert_eq!(saved_counts(&other), counts);
+    // A checkpoint from before the per-parameter counts holds one count, which every
+    // parameter's bias correction used: it is restored to all of them.
+    ck.meta.remove("adam_steps");
+    ck.meta.insert("adam_step".into(), "7".into());
+    other.restore(path, &ck).unwrap();
+    assert_eq!(saved_counts(&other), vec![7; counts.len()]);
+    ck.meta.insert("adam_steps".into(), "[1, 2]".into());
+    let e = other.restore(path, &ck).unwrap_err().to_string();
+    assert!(e.contains("'adam_steps' has 2 counts"), "{e}");
 }

@@ -9,7 +9,7 @@ use dynloss_wgpu::data::DatasetKind;
 use dynloss_wgpu::data::noise::NoiseType;
 use dynloss_wgpu::data::views::View;
 use dynloss_wgpu::gpu::Gpu;
-use dynloss_wgpu::train::{self, Method, RunOptions, TrainConfig};
+use dynloss_wgpu::train::{self, LrSchedule, Method, RunOptions, TrainConfig};
 
 use super::choice;
 
@@ -60,9 +60,14 @@ pub struct TrainArgs {
     /// Weight decay
     #[arg(long, allow_negative_numbers = true)]
     weight_decay: Option<f32>,
-    /// Linear lr warm-up epochs before the cosine decay
+    /// Linear lr warm-up epochs before the cosine decay (dl's epoch schedule warms up over
+    /// --warmup-epochs instead)
     #[arg(long)]
     lr_warmup_epochs: Option<usize>,
+    /// Cosine by step (after the warm-up) or by epoch (from epoch 0, the authors' form)
+    /// [default: epoch for dl, step for ce and bs]
+    #[arg(long, value_parser = choice::<LrSchedule>())]
+    lr_schedule: Option<LrSchedule>,
     /// Training view: strong (crop, flip, AutoAugment, Cutout) or weak (normalise only)
     #[arg(long, value_parser = choice::<View>())]
     augment: Option<View>,
@@ -185,7 +190,7 @@ fn apply_flags(a: &TrainArgs, base: TrainConfig) -> TrainConfig {
     }
     set!(c; method, dataset, data_dir, imbalance, noise, noise_type, image_size, model, epochs);
     set!(c; batch_size, lr, momentum, weight_decay, lr_warmup_epochs, augment, seed, workers);
-    set!(c; train_limit, test_limit);
+    set!(c; train_limit, test_limit, lr_schedule);
     set!(c.dl; warmup_epochs, bins, meta_lr, meta_layers, margin_bound, meta_stop);
     switch!(c.dl; no_label_corrector, no_margin_generator, balanced_softmax, vector_meta);
     switch!(c.dl; naive_sampling, meta_lr_follows_classifier);
@@ -206,6 +211,20 @@ fn new_run_config(a: &TrainArgs) -> Result<TrainConfig> {
             }
         }
     })
+}
+
+/// Refuses a flag that the resolved settings would ignore: `--lr-warmup-epochs` under dl's
+/// epoch schedule, whose warm-up is the Dynamic Loss warm-up.
+fn check_flag_use(a: &TrainArgs, cfg: &TrainConfig) -> Result<()> {
+    if a.lr_warmup_epochs.is_some()
+        && cfg.method == Method::Dl
+        && cfg.lr_schedule() == LrSchedule::Epoch
+    {
+        return Err(dynloss_wgpu::Error::Config(
+            "--lr-warmup-epochs has no effect on dl's epoch schedule, which warms up over --warmup-epochs; add --lr-schedule step to use it".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn default_out(c: &TrainConfig) -> PathBuf {
@@ -239,6 +258,7 @@ pub fn run(gpu_flags: &super::GpuFlags, a: &TrainArgs) -> Result<()> {
         }
     };
     cfg.validate()?;
+    check_flag_use(a, &cfg)?;
     let gpu = Gpu::new(&super::request(gpu_flags))?;
     let adapter = format!("{} ({:?})", gpu.info().name, gpu.info().backend);
     eprintln!("{} -> {}", cfg.describe(&adapter), out.display());
@@ -299,6 +319,7 @@ mod tests {
             ("augment", _) => "weak".into(),
             ("model", _) => "vgg19_bn".into(),
             ("data_dir", _) => "elsewhere".into(),
+            ("lr_schedule", _) => "epoch".into(),
             (_, Value::Bool(false)) => return None,
             (_, Value::Null) => "3".into(),
             (_, Value::Number(n)) if n.is_u64() => (n.as_u64().unwrap() + 2).to_string(),
@@ -371,6 +392,32 @@ mod tests {
                 ..TrainConfig::default()
             }
         );
+    }
+
+    #[test]
+    fn lr_warmup_epochs_is_refused_where_it_would_be_ignored() {
+        let check = |argv: &[&str]| {
+            let argv: Vec<&str> = std::iter::once("x").chain(argv.iter().copied()).collect();
+            let a = Cli::try_parse_from(argv).unwrap().args;
+            check_flag_use(&a, &new_run_config(&a).unwrap())
+        };
+        let e = check(&["--method", "dl", "--lr-warmup-epochs", "3"]).unwrap_err();
+        assert!(e.to_string().contains("--lr-schedule step"), "{e}");
+        for ok in [
+            &[
+                "--method",
+                "dl",
+                "--lr-warmup-epochs",
+                "3",
+                "--lr-schedule",
+                "step",
+            ][..],
+            &["--method", "dl"],
+            &["--method", "bs", "--lr-warmup-epochs", "3"],
+            &["--lr-warmup-epochs", "3", "--lr-schedule", "epoch"],
+        ] {
+            assert!(check(ok).is_ok(), "{ok:?}");
+        }
     }
 
     #[test]

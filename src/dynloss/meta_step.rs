@@ -118,27 +118,43 @@ pub fn pseudo_labels(logits: &Tensor, mode: Pseudo) -> Result<Tensor> {
     match mode {
         Pseudo::Softmax => crate::tensor::softmax::softmax(logits),
         Pseudo::HardGumbel(seed) => {
-            use rand::{RngExt, SeedableRng};
-            let (b, c) = (logits.shape()[0], logits.shape()[1]);
-            let v = logits.to_f32_vec()?;
-            let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
-            let mut out = vec![0.0f32; b * c];
-            for r in 0..b {
-                let mut best = 0;
-                let mut best_v = f64::NEG_INFINITY;
-                for j in 0..c {
-                    let u: f64 = rng.random::<f64>().clamp(1e-12, 1.0 - 1e-12);
-                    let s = v[r * c + j] as f64 - (-u.ln()).ln();
-                    if s > best_v {
-                        best_v = s;
-                        best = j;
-                    }
-                }
-                out[r * c + best] = 1.0;
-            }
-            Tensor::from_f32(logits.gpu(), &[b, c], &out)
+            let c = logits.shape()[1];
+            let picks = gumbel_argmax(&logits.to_f32_vec()?, c, seed);
+            one_hot_rows(logits.gpu(), &picks, c)
         }
     }
+}
+
+/// The class each row of row-major `logits` [B, classes] draws in a hard Gumbel-softmax
+/// sample (tau 1): argmax(logits + Gumbel noise), the noise drawn from `seed`.
+pub fn gumbel_argmax(logits: &[f32], classes: usize, seed: u64) -> Vec<usize> {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
+    logits
+        .chunks(classes)
+        .map(|row| {
+            let mut best = 0;
+            let mut best_v = f64::NEG_INFINITY;
+            for (j, &v) in row.iter().enumerate() {
+                let u: f64 = rng.random::<f64>().clamp(1e-12, 1.0 - 1e-12);
+                let s = v as f64 - (-u.ln()).ln();
+                if s > best_v {
+                    best_v = s;
+                    best = j;
+                }
+            }
+            best
+        })
+        .collect()
+}
+
+/// One-hot rows [B, classes] of the classes `picks`.
+pub fn one_hot_rows(gpu: &crate::gpu::Gpu, picks: &[usize], classes: usize) -> Result<Tensor> {
+    let mut out = vec![0.0f32; picks.len() * classes];
+    for (r, &j) in picks.iter().enumerate() {
+        out[r * classes + j] = 1.0;
+    }
+    Tensor::from_f32(gpu, &[picks.len(), classes], &out)
 }
 
 /// Result of [`meta_gradient`].

@@ -10,11 +10,11 @@ use crate::data::views::Loader;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::{Mode, Model, RunningStats, init::init_params, update_running_stats};
-use crate::optim::{CosineSchedule, Sgd};
+use crate::optim::{CosineSchedule, Decay, Sgd};
 use crate::tensor::Tensor;
 
 use super::checkpoint::Checkpoint;
-use super::config::TrainConfig;
+use super::config::{LrSchedule, TrainConfig};
 
 /// What one training step returns.
 pub struct Stepped {
@@ -39,18 +39,13 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// A freshly initialised classifier with `cfg`'s optimizer and a schedule over
-    /// `steps_per_epoch` x `cfg.epochs` steps.
+    /// A freshly initialised classifier with `cfg`'s optimizer and learning-rate schedule,
+    /// whose warm-up spans `steps_per_epoch` steps per warm-up epoch.
     pub fn new(gpu: &Gpu, cfg: &TrainConfig, model: Model, steps_per_epoch: usize) -> Result<Self> {
         let params = init_params(gpu, &model, cfg.seed)?;
         let running = model.new_running_stats(gpu);
         let sgd = Sgd::new(&params, cfg.momentum, cfg.weight_decay);
-        let schedule = CosineSchedule {
-            base_lr: cfg.lr,
-            warmup_steps: cfg.lr_warmup_epochs * steps_per_epoch,
-            total_steps: cfg.epochs * steps_per_epoch,
-            warmup_start: 0.1,
-        };
+        let schedule = Self::schedule(cfg, steps_per_epoch);
         Ok(Classifier {
             gpu: gpu.clone(),
             model,
@@ -61,6 +56,21 @@ impl Classifier {
             step: 0,
             epoch: 0,
         })
+    }
+
+    /// The learning-rate schedule of `cfg` ([`TrainConfig::lr_schedule`] chooses its form).
+    pub fn schedule(cfg: &TrainConfig, steps_per_epoch: usize) -> CosineSchedule {
+        CosineSchedule {
+            base_lr: cfg.lr,
+            warmup_steps: cfg.lr_warmup() * steps_per_epoch,
+            warmup_start: 0.1,
+            decay: match cfg.lr_schedule() {
+                LrSchedule::Step => Decay::PerStep {
+                    total_steps: cfg.epochs * steps_per_epoch,
+                },
+                LrSchedule::Epoch => Decay::PerEpoch { epochs: cfg.epochs },
+            },
+        }
     }
 
     /// The architecture.
@@ -95,7 +105,7 @@ impl Classifier {
 
     /// The learning rate the next step will use.
     pub fn lr(&self) -> f32 {
-        self.schedule.lr(self.step)
+        self.schedule.lr(self.step, self.epoch)
     }
 
     /// The schedule's peak learning rate.
@@ -105,7 +115,7 @@ impl Classifier {
 
     /// The learning rate of the most recent step (the first step's before any).
     pub fn last_lr(&self) -> f32 {
-        self.schedule.lr(self.step.saturating_sub(1))
+        self.schedule.lr(self.step.saturating_sub(1), self.epoch)
     }
 
     /// Steps taken so far on the schedule.
@@ -236,5 +246,92 @@ impl Classifier {
         let (rm, rv) = self.bn_names();
         ck.restore(path, "bn", &rm, &self.running.mean)?;
         ck.restore(path, "bn", &rv, &self.running.var)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Classifier;
+    use crate::train::config::{LrSchedule, Method, TrainConfig};
+
+    /// The learning rate of every step of a run with `steps` steps in each epoch.
+    fn sequence(cfg: &TrainConfig, steps: &[usize]) -> Vec<f32> {
+        let s = Classifier::schedule(cfg, steps[0]);
+        let mut out = Vec::new();
+        let mut step = 0;
+        for (epoch, &n) in steps.iter().enumerate() {
+            for _ in 0..n {
+                out.push(s.lr(step, epoch));
+                step += 1;
+            }
+        }
+        out
+    }
+
+    fn assert_seq(got: &[f32], want: &[f64]) {
+        assert_eq!(got.len(), want.len());
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!((g as f64 - w).abs() < 1e-7, "step {i}: {g} vs {w}\n{got:?}");
+        }
+    }
+
+    #[test]
+    fn dl_runs_the_authors_schedule() {
+        // 4 epochs of 2 steps, 2 warm-up epochs, lr 0.1. The epoch's cosine value is
+        // 0.05 (1 + cos(pi e / 4)): 0.1, 0.0853553, 0.05, 0.0146447. Over the 4 warm-up steps
+        // it is scaled by 0.1 + 0.9 t / 4: 0.1, 0.325, 0.55, 0.775. A meta epoch has fewer
+        // steps (the meta set is held out), which the by-epoch cosine does not notice.
+        let mut cfg = TrainConfig {
+            method: Method::Dl,
+            epochs: 4,
+            lr: 0.1,
+            // The dl warm-up, not this, sets the lr warm-up of the epoch schedule.
+            lr_warmup_epochs: 1,
+            ..TrainConfig::default()
+        };
+        cfg.dl.warmup_epochs = 2;
+        assert_eq!(cfg.lr_schedule(), LrSchedule::Epoch);
+        let c1 = 0.05 * (1.0 + (std::f64::consts::PI / 4.0).cos());
+        let c3 = 0.05 * (1.0 - (std::f64::consts::PI / 4.0).cos());
+        assert_seq(
+            &sequence(&cfg, &[2, 2, 1, 1]),
+            &[0.01, 0.0325, c1 * 0.55, c1 * 0.775, 0.05, c3],
+        );
+        // The per-step form on request: warm-up over lr_warmup_epochs (2 steps), then a
+        // cosine over the remaining 6 of 8 steps.
+        cfg.lr_schedule = Some(LrSchedule::Step);
+        let cos = |k: f64| 0.05 * (1.0 + (std::f64::consts::PI * k / 6.0).cos());
+        let want: Vec<f64> = [0.01, 0.055]
+            .into_iter()
+            .chain((0..6).map(|k| cos(k as f64)))
+            .collect();
+        assert_seq(&sequence(&cfg, &[2, 2, 2, 2]), &want);
+    }
+
+    #[test]
+    fn the_baselines_keep_the_per_step_schedule() {
+        let cfg = TrainConfig {
+            method: Method::Bs,
+            epochs: 3,
+            lr: 0.1,
+            lr_warmup_epochs: 1,
+            ..TrainConfig::default()
+        };
+        assert_eq!(cfg.lr_schedule(), LrSchedule::Step);
+        let cos = |k: f64| 0.05 * (1.0 + (std::f64::consts::PI * k / 4.0).cos());
+        assert_seq(
+            &sequence(&cfg, &[2, 2, 2]),
+            &[0.01, 0.055, cos(0.0), cos(1.0), cos(2.0), cos(3.0)],
+        );
+        // By epoch on request, warming up over lr_warmup_epochs: cosine values 0.1, 0.075,
+        // 0.025.
+        let cfg = TrainConfig {
+            lr_schedule: Some(LrSchedule::Epoch),
+            ..cfg
+        };
+        assert_seq(
+            &sequence(&cfg, &[2, 2, 2]),
+            &[0.01, 0.055, 0.075, 0.075, 0.025, 0.025],
+        );
     }
 }

@@ -36,6 +36,31 @@ impl Choice for Method {
 }
 crate::choice_by_name!(Method);
 
+/// How the classifier's learning rate advances (docs/method.md, "Schedules").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LrSchedule {
+    /// Warm-up over `lr_warmup_epochs`, then a cosine computed per step from the end of the
+    /// warm-up (the default of ce and bs).
+    Step,
+    /// The authors' form (the default of dl): the cosine by epoch from epoch 0, constant
+    /// within an epoch, scaled during the warm-up by a per-step linear ramp; for dl the
+    /// warm-up is the Dynamic Loss warm-up (`dl.warmup_epochs`).
+    Epoch,
+}
+
+impl Choice for LrSchedule {
+    const WHAT: &'static str = "lr schedule";
+    const ALL: &'static [Self] = &[LrSchedule::Step, LrSchedule::Epoch];
+
+    fn name(self) -> &'static str {
+        match self {
+            LrSchedule::Step => "step",
+            LrSchedule::Epoch => "epoch",
+        }
+    }
+}
+crate::choice_by_name!(LrSchedule);
+
 /// Side of the built-in images in the quick first run ([`TrainConfig::quick_run`]).
 pub const QUICK_RUN_SIDE: usize = 12;
 /// Training images of the quick run (a seeded subset of the built-in set's 20,000).
@@ -71,8 +96,11 @@ pub struct TrainConfig {
     pub momentum: f32,
     /// Weight decay.
     pub weight_decay: f32,
-    /// Linear warm-up epochs of the cosine schedule (from 0.1 x lr).
+    /// Linear warm-up epochs of the cosine schedule (from 0.1 x lr); dl's epoch schedule
+    /// warms up over `dl.warmup_epochs` instead.
     pub lr_warmup_epochs: usize,
+    /// The learning-rate schedule; `None` takes the method's ([`TrainConfig::lr_schedule`]).
+    pub lr_schedule: Option<LrSchedule>,
     /// The training view: strong (crop, flip, AutoAugment, Cutout) or weak (normalise only).
     pub augment: View,
     /// Seed of everything random.
@@ -154,6 +182,7 @@ impl Default for TrainConfig {
             momentum: 0.9,
             weight_decay: 5e-4,
             lr_warmup_epochs: 1,
+            lr_schedule: None,
             augment: View::Strong,
             seed: data.seed,
             train_limit: None,
@@ -190,6 +219,24 @@ impl TrainConfig {
             // Three epochs of 14,000 images beat two of all 20,000 at about the same cost.
             train_limit: Some(QUICK_RUN_IMAGES),
             ..TrainConfig::default()
+        }
+    }
+
+    /// The learning-rate schedule in effect: the one set, else epoch for dl (the authors'
+    /// form) and step for the baselines (the form their recorded runs used).
+    pub fn lr_schedule(&self) -> LrSchedule {
+        self.lr_schedule.unwrap_or(match self.method {
+            Method::Dl => LrSchedule::Epoch,
+            Method::Ce | Method::Bs => LrSchedule::Step,
+        })
+    }
+
+    /// Epochs of the learning-rate warm-up in effect: dl's epoch schedule warms up over the
+    /// Dynamic Loss warm-up, as the authors ran it; every other case over `lr_warmup_epochs`.
+    pub fn lr_warmup(&self) -> usize {
+        match (self.method, self.lr_schedule()) {
+            (Method::Dl, LrSchedule::Epoch) => self.dl.warmup_epochs,
+            _ => self.lr_warmup_epochs,
         }
     }
 

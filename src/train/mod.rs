@@ -21,5 +21,5 @@ pub mod state;
 
 pub use checkpoint::Checkpoint;
 pub use classifier::Classifier;
-pub use config::{DlConfig, Method, TrainConfig};
+pub use config::{DlConfig, LrSchedule, Method, TrainConfig};
 pub use run::{RunOptions, Summary, train};

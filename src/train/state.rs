@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 
 use super::checkpoint::Checkpoint;
 use super::classifier::Classifier;
-use super::config::TrainConfig;
+use super::config::{LrSchedule, TrainConfig};
 use super::data::TrainData;
 use super::method::TrainingMethod;
 use super::metrics::EpochMetrics;
@@ -99,12 +99,20 @@ pub fn restore(
     })
 }
 
-/// The settings a checkpoint was trained with.
+/// The settings a checkpoint was trained with. A checkpoint written before the choice of
+/// learning-rate schedule existed ran the per-step form, so it resumes with it.
 pub fn config_of(path: &Path, ck: &Checkpoint) -> Result<TrainConfig> {
-    serde_json::from_str(ck.get(path, "config")?).map_err(|e| Error::Format {
+    let bad = |e: serde_json::Error| Error::Format {
         path: path.into(),
         msg: format!("config in checkpoint: {e}"),
-    })
+    };
+    let mut value: serde_json::Value =
+        serde_json::from_str(ck.get(path, "config")?).map_err(bad)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.entry("lr_schedule")
+            .or_insert_with(|| serde_json::Value::from(LrSchedule::Step.to_string()));
+    }
+    serde_json::from_value(value).map_err(bad)
 }
 
 /// The settings of the checkpoint file at `path`.
@@ -121,4 +129,36 @@ pub fn normalisation_of(path: &Path, ck: &Checkpoint) -> Result<(Vec<f32>, Vec<f
         })
     };
     Ok((parse("mean")?, parse("std")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::config::Method;
+
+    fn checkpoint_with(config: serde_json::Value) -> Checkpoint {
+        let mut ck = Checkpoint::default();
+        ck.meta.insert("config".into(), config.to_string());
+        ck
+    }
+
+    #[test]
+    fn a_checkpoint_from_before_the_schedule_choice_keeps_the_per_step_schedule() {
+        let cfg = TrainConfig {
+            method: Method::Dl,
+            epochs: 9,
+            ..TrainConfig::default()
+        };
+        let path = Path::new("ck.safetensors");
+        let mut value = serde_json::to_value(&cfg).unwrap();
+        // A new run stores its choice (here: none, the method's default) and gets it back.
+        let back = config_of(path, &checkpoint_with(value.clone())).unwrap();
+        assert_eq!(back, cfg);
+        assert_eq!(back.lr_schedule(), LrSchedule::Epoch);
+        // An old one has no key: it ran the per-step form, and resumes with it.
+        value.as_object_mut().unwrap().remove("lr_schedule");
+        let old = config_of(path, &checkpoint_with(value)).unwrap();
+        assert_eq!(old.lr_schedule, Some(LrSchedule::Step));
+        assert_eq!(old.epochs, 9);
+    }
 }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::DynamicLoss;
+use super::{DynamicLoss, MetaOutcome};
 use crate::autograd as ag;
 use crate::dynloss::ranking::Ranking;
 use crate::error::{Error, Result};
@@ -32,8 +32,16 @@ pub struct DlDiagnostics {
     pub est_noise_rate: Vec<f64>,
     /// g(r | y) for every bin r (rows) and class y (columns).
     pub g_table: Vec<Vec<f64>>,
-    /// Meta-set size.
+    /// Meta-set size (0 in warm-up, which trains on the whole set).
     pub meta_set: usize,
+    /// Samples the epoch trained on: the whole set in warm-up, the rest after the meta set.
+    #[serde(default)]
+    pub trained: usize,
+    /// Share of the real step's hard pseudo-labels that equal the virtual step's, percent:
+    /// each step draws its own Gumbel sample, so this is below 100 where predictions are
+    /// uncertain (none in warm-up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gumbel_agreement: Option<f64>,
     /// A warning when the margins or the meta loss diverge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarm: Option<String>,
@@ -46,9 +54,10 @@ impl DynamicLoss {
         ranking: &Ranking,
         logits: &[f32],
         warmup: bool,
-        meta_loss: Option<f64>,
+        outcome: &MetaOutcome,
         meta_set: usize,
     ) -> Result<DlDiagnostics> {
+        let meta_loss = outcome.meta_loss;
         let data = env.data;
         let c = data.train.classes;
         let tv = self.theta_consts();
@@ -126,6 +135,8 @@ impl DynamicLoss {
                 .map(|r| (0..c).map(|y| g[r * c + y] as f64).collect())
                 .collect(),
             meta_set,
+            trained: outcome.trained,
+            gumbel_agreement: outcome.gumbel_agreement,
             alarm,
         })
     }

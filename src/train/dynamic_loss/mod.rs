@@ -1,7 +1,7 @@
 //! `train --method dl`: the Dynamic Loss as a training method. Each epoch ranks the training
-//! samples and splits off the meta set, then runs either a warm-up epoch (cross-entropy while
-//! the label corrector is fitted to the given labels) or a meta epoch (meta step + real step
-//! every iteration, then one pass over the meta set). The algorithm itself (meta net, virtual
+//! samples, then runs either a warm-up epoch over the whole set (cross-entropy while the label
+//! corrector is fitted to the given labels) or, after splitting off the meta set, a meta epoch
+//! (meta step + real step every iteration, then one pass over the meta set). The algorithm itself (meta net, virtual
 //! step and meta gradient, ranks and sampling) is in `crate::dynloss`.
 
 mod diagnostics;
@@ -13,8 +13,8 @@ use crate::data::mix64;
 use crate::data::views::View;
 use crate::dynloss::meta_net::{MetaNet, corrected_labels};
 use crate::dynloss::meta_step::{
-    MetaBatch, MetaParts, Pseudo, VirtualSgd, classifier_loss, last_layers, meta_gradient,
-    pseudo_labels,
+    MetaBatch, MetaParts, Pseudo, VirtualSgd, classifier_loss, gumbel_argmax, last_layers,
+    meta_gradient, one_hot_rows, pseudo_labels,
 };
 use crate::dynloss::ranking::{MetaSplit, Ranking, hierarchical_split, rank};
 use crate::error::{Error, Result};
@@ -24,7 +24,7 @@ use crate::tensor::Tensor;
 
 use super::baseline::log_counts;
 use super::checkpoint::Checkpoint;
-use super::classifier::Classifier;
+use super::classifier::{Classifier, Stepped};
 use super::config::{DlConfig, TrainConfig};
 use super::data::{TrainData, epoch_order};
 use super::method::{EpochEnv, EpochStats, TrainingMethod};
@@ -62,14 +62,24 @@ impl DynamicLoss {
         data: &TrainData,
         clf: &Classifier,
     ) -> Result<DynamicLoss> {
+        Self::for_labels(gpu, cfg, &data.train.labels, data.train.classes, clf)
+    }
+
+    /// As [`Self::new`] for a training set with the given `labels` of `classes` classes.
+    pub fn for_labels(
+        gpu: &crate::gpu::Gpu,
+        cfg: &TrainConfig,
+        labels: &[u32],
+        classes: usize,
+        clf: &Classifier,
+    ) -> Result<DynamicLoss> {
         let d = &cfg.dl;
-        let classes = data.train.classes;
         let bins = d.bins.unwrap_or(if classes <= 10 { 100 } else { 50 });
         let meta = MetaNet::new(bins, classes, d.vector_meta);
         let theta = meta.init(gpu, cfg.seed ^ 0x5EED)?;
         let adam = Adam::new(&theta, d.meta_lr, 0.0);
         let fixed_margins = if d.balanced_softmax {
-            Some(log_counts(gpu, &data.train.labels, classes)?)
+            Some(log_counts(gpu, labels, classes)?)
         } else {
             None
         };
@@ -82,7 +92,7 @@ impl DynamicLoss {
             fixed_margins,
             bins,
             history: Vec::new(),
-            counts: crate::data::count_labels(&data.train.labels, classes),
+            counts: crate::data::count_labels(labels, classes),
         })
     }
 
@@ -137,43 +147,74 @@ impl DynamicLoss {
             .collect()
     }
 
-    /// Warm-up epoch: cross-entropy on the given labels; meanwhile the corrector learns to
-    /// reproduce them (CE between y* and the one-hot label, yhat = softmax of the epoch-start
-    /// weak logits).
+    /// Warm-up epoch over the whole training set (no meta set is held out): cross-entropy on
+    /// the given labels; meanwhile the corrector learns to reproduce them. Returns the stats
+    /// and the number of samples in the epoch's order.
     fn warmup_epoch(
         &mut self,
         env: &EpochEnv,
         clf: &mut Classifier,
         epoch: usize,
-        split: &MetaSplit,
         ranking: &Ranking,
-        logits: &[f32],
-    ) -> Result<EpochStats> {
-        let order = Self::train_order(env, split, epoch);
-        let loader = env.data.loader(order, env.cfg.augment, epoch, 1)?;
-        let c = env.data.train.classes;
+    ) -> Result<(EpochStats, usize)> {
+        let order = epoch_order(env.data.train.len(), env.cfg.seed, epoch);
+        let trained = order.len();
         let fit = !self.settings.no_label_corrector;
+        // The fit needs the weak view; when the training view is the weak view, the step's
+        // own logits are those and no second loader is needed.
+        let mut weak = if fit && env.cfg.augment != View::Weak {
+            Some(env.data.loader(order.clone(), View::Weak, epoch, 2)?)
+        } else {
+            None
+        };
+        let loader = env.data.loader(order, env.cfg.augment, epoch, 1)?;
         let mut st = EpochStats::default();
         for batch in loader {
             let (x, labels) = env.data.upload(env.gpu, &batch.x, &batch.labels)?;
-            let out = clf.step(&x, |logits| {
-                ag::mean_all(&ag::cross_entropy(logits, &labels, None)?)
-            })?;
-            if fit {
-                let rows: Vec<f32> = batch
-                    .indices
-                    .iter()
-                    .flat_map(|&i| logits[i * c..(i + 1) * c].iter().copied())
-                    .collect();
-                let lt = Tensor::from_f32(env.gpu, &[batch.indices.len(), c], &rows)?;
-                let yhat = pseudo_labels(&lt, Pseudo::Softmax)?;
-                let bins = Self::bins_tensor(env, ranking, &batch.indices)?;
-                self.fit_corrector(&bins, &labels, &yhat)?;
-            }
+            let weak_x = match weak.as_mut().and_then(Iterator::next) {
+                Some(wb) => {
+                    debug_assert_eq!(wb.indices, batch.indices);
+                    Some(env.data.upload(env.gpu, &wb.x, &wb.labels)?.0)
+                }
+                None => None,
+            };
+            let bins = Self::bins_tensor(env, ranking, &batch.indices)?;
+            let (out, _) = self.warmup_step(clf, &x, weak_x.as_ref(), &labels, &bins)?;
             st.record(out.loss, &out.logits, &batch.labels)?;
             env.tick(|| format!("warm-up loss {:.3}", st.mean_loss()));
         }
-        Ok(st)
+        Ok((st, trained))
+    }
+
+    /// One warm-up iteration on training-view images `x` with given `labels`: the
+    /// classifier's cross-entropy step, and (unless the corrector is off) one fit step of the
+    /// corrector with yhat = softmax of the weak view's logits of this very batch, computed
+    /// with the parameters of this step in training mode, as the authors' code does. `weak`
+    /// is the weak view of the batch, `None` when `x` is the weak view. Returns the step and
+    /// the logits the fit used.
+    pub fn warmup_step(
+        &mut self,
+        clf: &mut Classifier,
+        x: &Tensor,
+        weak: Option<&Tensor>,
+        labels: &Tensor,
+        bins: &Tensor,
+    ) -> Result<(Stepped, Option<Tensor>)> {
+        let fit = !self.settings.no_label_corrector;
+        let weak_logits = match weak {
+            Some(w) if fit => Some(clf.logits(w, Mode::Train)?),
+            _ => None,
+        };
+        let out = clf.step(x, |logits| {
+            ag::mean_all(&ag::cross_entropy(logits, labels, None)?)
+        })?;
+        if !fit {
+            return Ok((out, None));
+        }
+        let logits = weak_logits.unwrap_or_else(|| out.logits.clone());
+        let yhat = pseudo_labels(&logits, Pseudo::Softmax)?;
+        self.fit_corrector(bins, labels, &yhat)?;
+        Ok((out, Some(logits)))
     }
 
     /// One Adam step of the corrector towards reproducing the given labels: cross-entropy of
@@ -206,7 +247,8 @@ impl DynamicLoss {
     }
 
     /// Meta epoch: every iteration a meta step (virtual step, meta loss, Adam on the meta net)
-    /// then the real step with the updated meta net. Returns the stats and the mean meta loss.
+    /// then the real step with the updated meta net and a fresh hard Gumbel sample. Returns
+    /// the stats and what the diagnostics report of the epoch.
     fn meta_epoch(
         &mut self,
         env: &EpochEnv,
@@ -214,7 +256,7 @@ impl DynamicLoss {
         epoch: usize,
         split: &MetaSplit,
         ranking: &Ranking,
-    ) -> Result<(EpochStats, Option<f64>)> {
+    ) -> Result<(EpochStats, MetaOutcome)> {
         let cfg = env.cfg;
         let order = Self::train_order(env, split, epoch);
         let weak = env.data.loader(order.clone(), View::Weak, epoch, 2)?;
@@ -240,6 +282,7 @@ impl DynamicLoss {
         let mut st = EpochStats::default();
         let mut meta_sum = 0.0;
         let mut meta_n = 0usize;
+        let (mut agree, mut drawn) = (0usize, 0usize);
         for (it, ((wb, sb), mbatch)) in weak.zip(strong).zip(meta_loader).enumerate() {
             debug_assert_eq!(wb.indices, sb.indices);
             let (weak, labels) = env.data.upload(env.gpu, &wb.x, &wb.labels)?;
@@ -253,14 +296,24 @@ impl DynamicLoss {
                 meta_labels,
                 bins: Self::bins_tensor(env, ranking, &wb.indices)?,
             };
-            let pseudo = Pseudo::HardGumbel(mix64(cfg.seed ^ ((epoch as u64) << 32) ^ it as u64));
+            let [virtual_seed, real_seed] = gumbel_seeds(cfg.seed, epoch, it);
             let yhat = if meta_active {
-                let (yhat, meta_loss) = self.meta_step(clf, &up, pseudo, epoch)?;
+                let pseudo = Pseudo::HardGumbel(virtual_seed);
+                let (logits, meta_loss) = self.meta_step(clf, &up, pseudo, epoch)?;
                 meta_sum += meta_loss;
                 meta_n += 1;
-                yhat
+                // The real step's own sample from the same weak logits (the virtual step's
+                // sample is redrawn here from its seed only to count the agreement).
+                let c = logits.shape()[1];
+                let host = logits.to_f32_vec()?;
+                let real = gumbel_argmax(&host, c, real_seed);
+                let virt = gumbel_argmax(&host, c, virtual_seed);
+                agree += real.iter().zip(&virt).filter(|(a, b)| a == b).count();
+                drawn += real.len();
+                one_hot_rows(env.gpu, &real, c)?
             } else {
-                pseudo_labels(&clf.logits(&up.weak, Mode::Train)?, pseudo)?
+                let logits = clf.logits(&up.weak, Mode::Train)?;
+                pseudo_labels(&logits, Pseudo::HardGumbel(real_seed))?
             };
             // Real step: strong view, the updated meta net, no graph through it.
             let tv = self.theta_consts();
@@ -277,12 +330,19 @@ impl DynamicLoss {
                 )
             });
         }
-        Ok((st, (meta_n > 0).then(|| meta_sum / meta_n as f64)))
+        Ok((
+            st,
+            MetaOutcome {
+                meta_loss: (meta_n > 0).then(|| meta_sum / meta_n as f64),
+                gumbel_agreement: (drawn > 0).then(|| 100.0 * agree as f64 / drawn as f64),
+                trained: split.train.len(),
+            },
+        ))
     }
 
     /// The meta step: the meta gradient through a virtual SGD step of `clf` at its current
-    /// learning rate, then one Adam step on the meta net. Returns the pseudo-labels it drew
-    /// and the meta loss.
+    /// learning rate, then one Adam step on the meta net. Returns the weak-view logits its
+    /// pseudo-labels were drawn from and the meta loss.
     fn meta_step(
         &mut self,
         clf: &Classifier,
@@ -321,7 +381,7 @@ impl DynamicLoss {
             self.adam.lr = self.settings.meta_lr * lr / clf.peak_lr();
         }
         self.adam.update(&self.theta, &mg.grads)?;
-        Ok((mg.yhat, meta_loss))
+        Ok((mg.logits, meta_loss))
     }
 
     /// After each meta epoch: one pass over the meta set with cross-entropy on its given
@@ -377,18 +437,23 @@ impl TrainingMethod for DynamicLoss {
         let (losses, logits) = Self::losses_and_logits(env, clf)?;
         let train = &env.data.train;
         let ranking = rank(env.gpu, &losses, &train.labels, train.classes, self.bins)?;
-        let mut rng = crate::data::rng_for(env.cfg.seed, &[0xD1CE, epoch as u64]);
-        let split = hierarchical_split(&ranking, self.settings.naive_sampling, &mut rng);
         let warmup = epoch < self.settings.warmup_epochs;
-        let (mut st, meta_loss) = if warmup {
-            let st = self.warmup_epoch(env, clf, epoch, &split, &ranking, &logits)?;
-            (st, None)
+        let (mut st, outcome, meta_set) = if warmup {
+            let (st, trained) = self.warmup_epoch(env, clf, epoch, &ranking)?;
+            let outcome = MetaOutcome {
+                meta_loss: None,
+                gumbel_agreement: None,
+                trained,
+            };
+            (st, outcome, 0)
         } else {
-            let (st, meta_loss) = self.meta_epoch(env, clf, epoch, &split, &ranking)?;
+            let mut rng = crate::data::rng_for(env.cfg.seed, &[0xD1CE, epoch as u64]);
+            let split = hierarchical_split(&ranking, self.settings.naive_sampling, &mut rng);
+            let (st, outcome) = self.meta_epoch(env, clf, epoch, &split, &ranking)?;
             self.meta_set_pass(env, clf, epoch, &split)?;
-            (st, meta_loss)
+            (st, outcome, split.meta.len())
         };
-        let diag = self.diagnostics(env, &ranking, &logits, warmup, meta_loss, split.meta.len())?;
+        let diag = self.diagnostics(env, &ranking, &logits, warmup, &outcome, meta_set)?;
         if let Some(a) = &diag.alarm {
             eprintln!("warning: epoch {}: {a}", epoch + 1);
         }
@@ -403,8 +468,10 @@ impl TrainingMethod for DynamicLoss {
         ck.push_tensors("meta", &names, &self.theta)?;
         ck.push_tensors("adam_m", &names, &self.adam.m)?;
         ck.push_tensors("adam_v", &names, &self.adam.v)?;
-        ck.meta
-            .insert("adam_step".into(), self.adam.step.to_string());
+        ck.meta.insert(
+            "adam_steps".into(),
+            serde_json::to_string(&self.adam.steps).expect("serialise"),
+        );
         ck.meta.insert(
             "dl_history".into(),
             serde_json::to_string(&self.history).expect("serialise"),
@@ -417,7 +484,25 @@ impl TrainingMethod for DynamicLoss {
         ck.restore(path, "meta", &names, &self.theta)?;
         ck.restore(path, "adam_m", &names, &self.adam.m)?;
         ck.restore(path, "adam_v", &names, &self.adam.v)?;
-        self.adam.step = ck.parse(path, "adam_step")?;
+        self.adam.steps = match ck.meta.get("adam_steps") {
+            Some(text) => serde_json::from_str(text).map_err(|e| Error::Format {
+                path: path.into(),
+                msg: format!("checkpoint metadata 'adam_steps': {e}"),
+            })?,
+            // Written when Adam counted its steps once for all parameters: that count is the
+            // one every parameter's bias correction used.
+            None => vec![ck.parse(path, "adam_step")?; names.len()],
+        };
+        if self.adam.steps.len() != names.len() {
+            return Err(Error::Format {
+                path: path.into(),
+                msg: format!(
+                    "checkpoint metadata 'adam_steps' has {} counts for {} meta-net parameters",
+                    self.adam.steps.len(),
+                    names.len()
+                ),
+            });
+        }
         self.history =
             serde_json::from_str(ck.get(path, "dl_history")?).map_err(|e| Error::Format {
                 path: path.into(),
@@ -425,4 +510,23 @@ impl TrainingMethod for DynamicLoss {
             })?;
         Ok(())
     }
+}
+
+/// What a meta or warm-up epoch reports to the diagnostics besides the classifier's stats.
+struct MetaOutcome {
+    /// Mean meta loss over the epoch's meta steps.
+    meta_loss: Option<f64>,
+    /// Share of pseudo-labels on which the real step's fresh sample equals the virtual
+    /// step's, percent.
+    gumbel_agreement: Option<f64>,
+    /// Samples in the epoch's training order.
+    trained: usize,
+}
+
+/// Seeds of iteration `it`'s two hard Gumbel samples: the virtual step's, and a fresh one for
+/// the real step (the authors' code draws a new sample when it recomputes y* for the real
+/// step). Both follow from the run's seed, so a resumed run draws the same ones.
+fn gumbel_seeds(seed: u64, epoch: usize, it: usize) -> [u64; 2] {
+    let virtual_seed = mix64(seed ^ ((epoch as u64) << 32) ^ it as u64);
+    [virtual_seed, mix64(virtual_seed ^ 0x6E41_1A5E_ED5E_A1ED)]
 }
