@@ -96,7 +96,39 @@ fn lt_noise_matches_the_transition_matrix() {
     let lambda = 0.4;
     let noisy = apply_noise(&truth, 10, lambda, NoiseType::Lt, 11).unwrap();
     let got = transition_matrix(&truth, &noisy, 10);
-    let want = lt_transition(&counts, lambda);
+    // The spec's T = (1 - lambda) I + lambda 1 p^T with p_j = n_j / N, built here.
+    let total: usize = counts.iter().sum();
+    let want: Vec<Vec<f64>> = (0..10)
+        .map(|i| {
+            (0..10)
+                .map(|j| {
+                    let p = counts[j] as f64 / total as f64;
+                    let diagonal = if i == j { 1.0 - lambda } else { 0.0 };
+                    diagonal + lambda * p
+                })
+                .collect()
+        })
+        .collect();
+    // The library's own matrix is the same.
+    for (a, b) in lt_transition(&counts, lambda).iter().zip(&want) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-12, "lt_transition: {x} vs {y}");
+        }
+    }
+    // Rows of the observed matrix: counted here from the pairs, not by the library.
+    let mut counted = vec![vec![0usize; 10]; 10];
+    for (&t, &y) in truth.iter().zip(&noisy) {
+        counted[t as usize][y as usize] += 1;
+    }
+    for i in 0..10 {
+        for j in 0..10 {
+            let share = counted[i][j] as f64 / counts[i] as f64;
+            assert!(
+                (share - got[i][j]).abs() < 1e-12,
+                "transition_matrix [{i}][{j}]"
+            );
+        }
+    }
     for i in 0..10 {
         for j in 0..10 {
             let tol = tolerance(want[i][j], counts[i]);

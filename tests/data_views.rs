@@ -60,15 +60,70 @@ fn strong_view_is_deterministic_by_seed_and_epoch() {
     assert_ne!(a.x, other_epoch.x);
     assert_ne!(a.x, other_seed.x);
     assert_ne!(a.x, weak.x);
-    // Cutout leaves a zero square of at least 8x8 (a 16x16 square clipped by the border).
-    for s in a.x.chunks(3072) {
-        let zeros = s[..1024].iter().filter(|&&v| v == 0.0).count();
-        assert!(zeros >= 64, "cutout hole too small: {zeros}");
+    // Every strong view has its Cutout hole: the spec's 16x16 square, clipped by the border.
+    let holes: Vec<(usize, usize)> =
+        a.x.chunks(3072)
+            .map(|s| zero_rectangle(s, 3, 32, 32))
+            .collect();
+    for &(hh, ww) in &holes {
+        assert!(
+            (8..=16).contains(&hh) && (8..=16).contains(&ww),
+            "hole {hh}x{ww}"
+        );
     }
+    assert!(
+        holes.contains(&(16, 16)),
+        "some hole lies inside: {holes:?}"
+    );
     // The position in the order, not the batch split, keys the augmentation.
     let mut one = vec![0f32; 3072];
     prepare_sample(&ds, 9, View::Strong, &mean, &std, 5, 3, 9, &mut one);
     assert_eq!(&one[..], &a.x[9 * 3072..10 * 3072]);
+}
+
+/// The zero cells of a CHW image: the same in every channel and a filled rectangle; returns
+/// its height and width.
+fn zero_rectangle(x: &[f32], c: usize, h: usize, w: usize) -> (usize, usize) {
+    let plane = h * w;
+    let zeros: Vec<usize> = (0..plane).filter(|&i| x[i] == 0.0).collect();
+    for ch in 1..c {
+        let other: Vec<usize> = (0..plane).filter(|&i| x[ch * plane + i] == 0.0).collect();
+        assert_eq!(other, zeros, "channel {ch} has another hole");
+    }
+    assert!(!zeros.is_empty(), "no hole");
+    let (y0, y1) = (zeros[0] / w, zeros[zeros.len() - 1] / w);
+    let x0 = zeros.iter().map(|i| i % w).min().unwrap();
+    let x1 = zeros.iter().map(|i| i % w).max().unwrap();
+    let (hh, ww) = (y1 - y0 + 1, x1 - x0 + 1);
+    assert_eq!(zeros.len(), hh * ww, "the hole is a filled rectangle");
+    (hh, ww)
+}
+
+/// Cutout's hole is the spec's square: 16x16 at side 32 (side / 2 in general), centred on a
+/// uniformly random pixel and clipped by the border, so it is exactly 16x16 whenever the
+/// centre is 8 or more pixels from the top and left and 8 or more from the bottom and right.
+#[test]
+fn cutout_hole_is_the_spec_square() {
+    use dynloss_wgpu::data::views::cutout_size;
+    assert_eq!(cutout_size(32), 16, "the spec's 16x16 at 32x32");
+    assert_eq!(cutout_size(28), 14);
+    let (c, h, w) = (3usize, 32usize, 32usize);
+    let mut sizes = std::collections::BTreeMap::new();
+    for seed in 0..400u64 {
+        let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut x = vec![1.0f32; c * h * w];
+        augment::cutout(&mut x, c, h, w, cutout_size(h), &mut rng);
+        let (hh, ww) = zero_rectangle(&x, c, h, w);
+        assert!(hh <= 16 && ww <= 16 && hh >= 8 && ww >= 8, "hole {hh}x{ww}");
+        *sizes.entry((hh, ww)).or_insert(0usize) += 1;
+    }
+    // A side is 16 for 17 of the 32 centres (8..=24), so a quarter or so of the holes are
+    // whole squares; the rest are clipped squares, never anything larger.
+    let whole = sizes.get(&(16, 16)).copied().unwrap_or(0);
+    assert!(
+        (60..=160).contains(&whole),
+        "{whole} whole squares of 400: {sizes:?}"
+    );
 }
 
 #[test]
@@ -275,6 +330,7 @@ fn autoaugment_ops_do_what_they_say() {
     let mut centre = vec![x[5], x[6], x[9], x[10]];
     centre.sort();
     assert_eq!(centre, vec![5, 6, 9, 10]);
+    geometric_directions();
 
     // Zero-magnitude geometric ops are the identity.
     for op in [Op::ShearX, Op::ShearY, Op::TranslateY, Op::Rotate] {
@@ -292,6 +348,84 @@ fn autoaugment_ops_do_what_they_say() {
             augment::auto_augment(&mut img, ch, 32, 32, &mut rng);
         }
     }
+}
+
+/// Where a single marked pixel of a 9x9 image lands under `op` with magnitude `m`.
+fn lands(op: Op, m: f32, from: (usize, usize)) -> (usize, usize) {
+    let mut x = vec![0u8; 81];
+    x[from.1 * 9 + from.0] = 200;
+    apply(&mut x, 1, 9, 9, op, m);
+    let at: Vec<usize> = (0..81).filter(|&i| x[i] == 200).collect();
+    assert_eq!(at.len(), 1, "{op:?} {m}: the marker once, at {at:?}");
+    (at[0] % 9, at[0] / 9)
+}
+
+/// The geometric ops' directions as `Op`'s documentation states them (x to the right, y
+/// down, the centre at pixel (4, 4) of a 9x9 image): a rotation by +90 degrees takes the
+/// pixel above the centre to its right (clockwise as displayed) and -90 to its left; ShearX
+/// by +m moves each row by -m times its height from the centre (rows above go right),
+/// ShearY by +m moves each column by -m times its distance right of the centre (columns on
+/// the right go up), TranslateY by +m moves the content down. The policy draws each sign at
+/// random, so only a mix-up of axes or a reflection would change the distribution of views,
+/// and these catch both.
+fn geometric_directions() {
+    let above = (4, 1);
+    assert_eq!(
+        lands(Op::Rotate, 90.0, above),
+        (7, 4),
+        "rotate +90: above -> right"
+    );
+    assert_eq!(
+        lands(Op::Rotate, -90.0, above),
+        (1, 4),
+        "rotate -90: above -> left"
+    );
+    assert_eq!(
+        lands(Op::Rotate, 180.0, above),
+        (4, 7),
+        "rotate 180: above -> below"
+    );
+    assert_eq!(
+        lands(Op::Rotate, 90.0, (7, 4)),
+        (4, 7),
+        "rotate +90: right -> below"
+    );
+    let m = 2.0 / 3.0; // moves a pixel 3 rows or columns from the centre by exactly 2
+    assert_eq!(
+        lands(Op::ShearX, m, above),
+        (6, 1),
+        "shear x: rows above go right"
+    );
+    assert_eq!(
+        lands(Op::ShearX, m, (4, 7)),
+        (2, 7),
+        "shear x: rows below go left"
+    );
+    assert_eq!(
+        lands(Op::ShearX, m, (7, 4)),
+        (7, 4),
+        "shear x: the centre row stays"
+    );
+    assert_eq!(
+        lands(Op::ShearY, m, (7, 4)),
+        (7, 2),
+        "shear y: columns right go up"
+    );
+    assert_eq!(
+        lands(Op::ShearY, m, (1, 4)),
+        (1, 6),
+        "shear y: columns left go down"
+    );
+    assert_eq!(
+        lands(Op::ShearY, m, above),
+        (4, 1),
+        "shear y: the centre column stays"
+    );
+    assert_eq!(
+        lands(Op::TranslateY, 2.0 / 9.0, above),
+        (4, 3),
+        "translate y: down"
+    );
 }
 
 /// Writes strong views of the first samples (one row per epoch) for eyeballing when

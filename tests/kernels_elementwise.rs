@@ -443,5 +443,30 @@ fn max_pool_forward_backward_and_select() {
         assert_close("max_pool_backward", &dx, &want_dx, 1e-6, 1e-6);
         let sel = max_pool_select(&t, &arg).unwrap().to_f32_vec().unwrap();
         assert_close("max_pool_select", &sel, &want, 0.0, 0.0);
+        // On another tensor (as the double backward uses it, on a gradient), select reads
+        // that tensor at the winners of x, and it is the adjoint of the backward:
+        // <max_pool_backward(dy), u> == <dy, max_pool_select(u)>.
+        let u = rng.vec(x.len());
+        let ut = Tensor::from_f32(&g, &[n, c, h, w], &u).unwrap();
+        let sel = max_pool_select(&ut, &arg).unwrap().to_f32_vec().unwrap();
+        let want_sel: Vec<f64> = want_arg
+            .iter()
+            .enumerate()
+            .map(|(o, &a)| u[(o / (oh * ow)) * h * w + a as usize] as f64)
+            .collect();
+        assert_close(
+            "max_pool_select of another tensor",
+            &sel,
+            &want_sel,
+            0.0,
+            0.0,
+        );
+        let lhs: f64 = dx.iter().zip(&u).map(|(a, b)| *a as f64 * *b as f64).sum();
+        let rhs: f64 = dy
+            .iter()
+            .zip(&sel)
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
+        assert!((lhs - rhs).abs() < 1e-4, "adjoint: {lhs} vs {rhs}");
     }
 }

@@ -14,15 +14,19 @@ pub const FILL: u8 = 128;
 /// One AutoAugment operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// Horizontal shear (x += m * (y - centre)).
+    /// Horizontal shear: output pixel (x, y) reads x + m (y - centre), PIL's affine map, so
+    /// for m > 0 the rows above the centre move right and those below move left.
     ShearX,
-    /// Vertical shear.
+    /// Vertical shear: output pixel (x, y) reads y + m (x - centre), so for m > 0 the columns
+    /// right of the centre move up and those left of it move down.
     ShearY,
-    /// Horizontal shift by a fraction of the width.
+    /// Horizontal shift by a fraction m of the width; the content moves right for m > 0.
     TranslateX,
-    /// Vertical shift by a fraction of the height.
+    /// Vertical shift by a fraction m of the height; the content moves down for m > 0.
     TranslateY,
-    /// Rotation about the centre, in degrees.
+    /// Rotation about the centre by m degrees, clockwise as displayed (y down) for m > 0:
+    /// the opposite sense of PIL's `rotate`. The policy draws the sign at random, so the
+    /// distribution of views is the same either way.
     Rotate,
     /// Scale towards black by factor 1 + m.
     Brightness,

@@ -36,6 +36,14 @@ impl Baseline {
     }
 }
 
+impl Baseline {
+    /// The training loss of a batch: mean cross-entropy of `logits` (plus the margins, for
+    /// Balanced Softmax) against the given labels.
+    pub fn loss(&self, logits: &Var, labels: &Tensor) -> Result<Var> {
+        ag::mean_all(&ag::cross_entropy(logits, labels, self.margins.as_ref())?)
+    }
+}
+
 impl TrainingMethod for Baseline {
     fn epoch(&mut self, env: &EpochEnv, clf: &mut Classifier, epoch: usize) -> Result<EpochStats> {
         let order = epoch_order(env.data.train.len(), env.cfg.seed, epoch);
@@ -43,9 +51,7 @@ impl TrainingMethod for Baseline {
         let mut st = EpochStats::default();
         for batch in loader {
             let (x, labels) = env.data.upload(env.gpu, &batch.x, &batch.labels)?;
-            let out = clf.step(&x, |logits| {
-                ag::mean_all(&ag::cross_entropy(logits, &labels, self.margins.as_ref())?)
-            })?;
+            let out = clf.step(&x, |logits| self.loss(logits, &labels))?;
             st.record(out.loss, &out.logits, &batch.labels)?;
             env.tick(|| format!("loss {:.3} acc {:.1}%", st.mean_loss(), st.accuracy()));
         }

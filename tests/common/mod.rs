@@ -1,6 +1,8 @@
 //! Shared test helpers: the GPU under test, seeded random data, tolerant comparisons.
 #![allow(dead_code)]
 
+pub mod reference;
+
 use dynloss_wgpu::Gpu;
 
 /// The GPU the tests run on (honours WGPU_BACKEND / WGPU_ADAPTER_NAME).

@@ -206,7 +206,12 @@ fn input_grad_backward(
         sum_axes(&mul(g, &per_gamma)?, &channel_axes(x.shape().len()))
     })?;
     grads.put(x, || {
-        nested_grad(x, g, &|| bn_dx_composite(x, gamma, up, saved.eps))
+        // The partial derivative in x alone: gamma and `up` are held fixed. `up` depends on
+        // the activations whenever the loss is not linear in them, and that dependence is
+        // already carried by the rule for `up` above; differentiating through it here too
+        // counted it twice.
+        let (gamma, up) = (gamma.detach(), up.detach());
+        nested_grad(x, g, &|| bn_dx_composite(x, &gamma, &up, saved.eps))
     })
 }
 
@@ -217,9 +222,11 @@ fn gamma_grad_backward(x: &Var, up: &Var, saved: &Saved, g: &Var, grads: &mut Gr
         mul(&xhat, &reshape(g, &channel_shape(x.shape(), g.shape()[0]))?)
     })?;
     grads.put(x, || {
+        // As for `InputGrad`: `up` held fixed, its own dependence on x has its own rule.
+        let up = up.detach();
         nested_grad(x, g, &|| {
             let (xhat, _) = bn_xhat_composite(x, saved.eps)?;
-            sum_axes(&mul(up, &xhat)?, &channel_axes(x.shape().len()))
+            sum_axes(&mul(&up, &xhat)?, &channel_axes(x.shape().len()))
         })
     })
 }
@@ -278,12 +285,16 @@ fn bn_dx_composite(x: &Var, gamma: &Var, g: &Var, eps: f32) -> Result<Var> {
     mul(&sub(&sub(&dxhat, &m1)?, &mul(&xhat, &m2)?)?, &rstd)
 }
 
-/// d<upstream, f(x)>/dx for a composite f rebuilt from x: the derivative of a fused op with
-/// respect to an input its own rule has no closed form for. Recorded when grad mode is on.
+/// d<upstream, f(x)>/dx for a composite f rebuilt from x: the partial derivative of a fused op
+/// with respect to an input its own rule has no closed form for. `f` must take its other
+/// inputs detached, and `upstream` is detached here, so that no path through them back to x
+/// is counted; the result is exact for second derivatives (the meta gradient's order) and,
+/// when grad mode is on, recorded as a function of x alone.
 fn nested_grad(x: &Var, upstream: &Var, f: &dyn Fn() -> Result<Var>) -> Result<Var> {
     let create = grad_enabled();
     let y = with_grad_mode(true, f)?;
-    let dot = with_grad_mode(true, || sum_all(&mul(&y, upstream)?))?;
+    let upstream = upstream.detach();
+    let dot = with_grad_mode(true, || sum_all(&mul(&y, &upstream)?))?;
     let g = grad(&[&dot], &[x], None, create)?.remove(0);
     Ok(g.unwrap_or_else(|| Var::constant(zeros_like(x))))
 }
