@@ -90,3 +90,166 @@ pub fn params_size(module: &naga::Module) -> Option<u32> {
     layouter.update(module.to_ctx()).ok()?;
     Some(layouter[var.ty].size)
 }
+
+/// `src` validated, with `constants` substituted for its `override` declarations and only
+/// entry point `entry` kept: the module a driver receives for one pipeline.
+pub fn specialise(
+    name: &str,
+    src: &str,
+    entry: &str,
+    constants: &[(&str, f64)],
+) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
+    let (module, info) = validate(name, src)?;
+    let stage = module
+        .entry_points
+        .iter()
+        .find(|e| e.name == entry)
+        .map(|e| e.stage)
+        .ok_or_else(|| format!("{name}.wgsl has no entry point '{entry}'"))?;
+    let values: naga::back::PipelineConstants =
+        constants.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+    let (m, i) = naga::back::pipeline_constants::process_overrides(
+        &module,
+        &info,
+        Some((stage, entry)),
+        &values,
+    )
+    .map_err(|e| format!("{name}.wgsl entry '{entry}' constants {constants:?}: {e}"))?;
+    Ok((m.into_owned(), i.into_owned()))
+}
+
+/// What one entry point asks of the device, read from naga's reflection of a specialised
+/// module: the quantities WebGPU limits per pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelNeeds {
+    /// Storage buffers bound (`max_storage_buffers_per_shader_stage`).
+    pub storage_buffers: u32,
+    /// Uniform buffers bound (`max_uniform_buffers_per_shader_stage`).
+    pub uniform_buffers: u32,
+    /// Uniform buffers with a dynamic offset (the parameter block, one per dispatch slot).
+    pub dynamic_uniform_buffers: u32,
+    /// Workgroup size x, y, z (`max_compute_workgroup_size_x/y/z`).
+    pub workgroup_size: [u32; 3],
+    /// Invocations per workgroup (`max_compute_invocations_per_workgroup`).
+    pub invocations: u32,
+    /// Workgroup memory in bytes, each variable rounded up to 16 as WebGPU counts it
+    /// (`max_compute_workgroup_storage_size`).
+    pub workgroup_bytes: u32,
+    /// Bytes of the uniform parameter block (`max_uniform_buffer_binding_size`).
+    pub uniform_bytes: u32,
+}
+
+impl KernelNeeds {
+    /// The larger of each need in `self` and `other`.
+    pub fn max(self, other: KernelNeeds) -> KernelNeeds {
+        let ws = |i: usize| self.workgroup_size[i].max(other.workgroup_size[i]);
+        KernelNeeds {
+            storage_buffers: self.storage_buffers.max(other.storage_buffers),
+            uniform_buffers: self.uniform_buffers.max(other.uniform_buffers),
+            dynamic_uniform_buffers: self
+                .dynamic_uniform_buffers
+                .max(other.dynamic_uniform_buffers),
+            workgroup_size: [ws(0), ws(1), ws(2)],
+            invocations: self.invocations.max(other.invocations),
+            workgroup_bytes: self.workgroup_bytes.max(other.workgroup_bytes),
+            uniform_bytes: self.uniform_bytes.max(other.uniform_bytes),
+        }
+    }
+
+    /// Each need paired with the limit it is checked against, by the limit's name.
+    pub fn against(&self, l: &wgpu::Limits) -> Vec<(&'static str, u64, u64)> {
+        vec![
+            (
+                "max_storage_buffers_per_shader_stage",
+                self.storage_buffers as u64,
+                l.max_storage_buffers_per_shader_stage as u64,
+            ),
+            (
+                "max_uniform_buffers_per_shader_stage",
+                self.uniform_buffers as u64,
+                l.max_uniform_buffers_per_shader_stage as u64,
+            ),
+            (
+                "max_dynamic_uniform_buffers_per_pipeline_layout",
+                self.dynamic_uniform_buffers as u64,
+                l.max_dynamic_uniform_buffers_per_pipeline_layout as u64,
+            ),
+            (
+                "max_compute_workgroup_size_x",
+                self.workgroup_size[0] as u64,
+                l.max_compute_workgroup_size_x as u64,
+            ),
+            (
+                "max_compute_workgroup_size_y",
+                self.workgroup_size[1] as u64,
+                l.max_compute_workgroup_size_y as u64,
+            ),
+            (
+                "max_compute_workgroup_size_z",
+                self.workgroup_size[2] as u64,
+                l.max_compute_workgroup_size_z as u64,
+            ),
+            (
+                "max_compute_invocations_per_workgroup",
+                self.invocations as u64,
+                l.max_compute_invocations_per_workgroup as u64,
+            ),
+            (
+                "max_compute_workgroup_storage_size",
+                self.workgroup_bytes as u64,
+                l.max_compute_workgroup_storage_size as u64,
+            ),
+            (
+                "max_uniform_buffer_binding_size",
+                self.uniform_bytes as u64,
+                l.max_uniform_buffer_binding_size,
+            ),
+        ]
+    }
+
+    /// The needs `l` does not meet, as `name = need > limit` phrases.
+    pub fn unmet(&self, l: &wgpu::Limits) -> Vec<String> {
+        self.against(l)
+            .into_iter()
+            .filter(|(_, need, limit)| need > limit)
+            .map(|(name, need, limit)| format!("{name}: needs {need} > {limit}"))
+            .collect()
+    }
+}
+
+/// The needs of entry point `entry` of a specialised module (see [`specialise`]).
+pub fn needs(
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    entry: &str,
+) -> Option<KernelNeeds> {
+    let idx = module.entry_points.iter().position(|e| e.name == entry)?;
+    let ep = &module.entry_points[idx];
+    let bindings = entry_bindings(module, info, entry)?;
+    let count = |f: fn(&BindingKind) -> bool| bindings.iter().filter(|(_, k)| f(k)).count() as u32;
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(module.to_ctx()).ok()?;
+    let fi = info.get_entry_point(idx);
+    let workgroup_bytes = module
+        .global_variables
+        .iter()
+        .filter(|(h, v)| v.space == naga::AddressSpace::WorkGroup && !fi[*h].is_empty())
+        .map(|(_, v)| layouter[v.ty].size.next_multiple_of(16))
+        .sum();
+    let uniforms = count(|k| *k == BindingKind::Params);
+    let ws = ep.workgroup_size;
+    Some(KernelNeeds {
+        storage_buffers: count(|k| *k != BindingKind::Params),
+        uniform_buffers: uniforms,
+        // The runtime binds every parameter block with a dynamic offset into its arena.
+        dynamic_uniform_buffers: uniforms,
+        workgroup_size: ws,
+        invocations: ws.iter().product(),
+        workgroup_bytes,
+        uniform_bytes: if uniforms > 0 {
+            params_size(module).unwrap_or(0)
+        } else {
+            0
+        },
+    })
+}

@@ -1,5 +1,6 @@
 //! Batch normalisation kernels over NCHW activations (per-channel statistics).
 
+use super::kernels::KernelVariant;
 use super::{DType, Tensor, ensure, fits_u32, launch};
 use crate::error::Result;
 use crate::gpu::{Kernel, grid_1d, kernel_params};
@@ -30,6 +31,23 @@ fn apply_kernel(relu: bool) -> Kernel<'static, BatchNormParams> {
     } else {
         Kernel::with_constants("apply", &[("RELU", 0.0)])
     }
+}
+
+/// Every kernel this file launches.
+pub(super) fn kernels() -> Vec<KernelVariant> {
+    let mut out: Vec<KernelVariant> = [
+        STATS_PARTIAL,
+        STATS_FINISH,
+        RUNNING_UPDATE,
+        SUMS_PARTIAL,
+        SUMS_FINISH,
+        BACKWARD_APPLY,
+    ]
+    .iter()
+    .map(KernelVariant::of)
+    .collect();
+    out.extend([false, true].map(|relu| KernelVariant::of(&apply_kernel(relu))));
+    out
 }
 
 /// Per-channel batch statistics: mean and biased variance.

@@ -1,6 +1,7 @@
 //! 2-D convolution as implicit GEMM: forward, input gradient and weight gradient.
 //! The three form a closed family: each one's derivatives are the other two.
 
+use super::kernels::KernelVariant;
 use super::{DType, Tensor, ensure, fits_u32, launch_noted, reduce};
 use crate::error::{Result, shape_err};
 use crate::gpu::{Kernel, kernel_params};
@@ -71,9 +72,14 @@ impl Dims {
         }
     }
 
-    /// The kernel side if the kernel is square (a constant the shader can unroll), else 0.
+    /// The kernel side if the kernel is square and at most [`MAX_CONST_KSIZE`] (a constant
+    /// the shader can unroll), else 0 (the shader reads it from the parameters).
     fn square_kernel(&self) -> usize {
-        if self.kh == self.kw { self.kh } else { 0 }
+        if self.kh == self.kw && self.kh <= MAX_CONST_KSIZE {
+            self.kh
+        } else {
+            0
+        }
     }
 
     /// Multiply-adds of the convolution, counted as two operations each (the same in all
@@ -112,10 +118,97 @@ impl Dims {
     }
 }
 
+/// Largest stride the kernels are compiled for (STRIDE is a constant; the model families use
+/// 1 and 2). A finite set keeps every pipeline in the registry the translation tests check.
+pub const MAX_STRIDE: usize = 4;
+
+/// Largest square kernel side compiled as the constant KSIZE (the model families use 1, 3
+/// and 7); larger or non-square kernels read their size from the parameters.
+const MAX_CONST_KSIZE: usize = 7;
+
+/// Largest weight-gradient kernel row taken whole by one invocation (KW_RUN).
+const MAX_KW_RUN: usize = 4;
+
+/// Widest weight-gradient workgroup (WGX); WGX*WGY = 256.
+const MAX_WGX: usize = 16;
+
 /// Workgroup shape (WGX, WGY) with WGX*WGY = 256 and WGX just covering `cols` columns.
 fn workgroup(cols: usize) -> (u32, u32) {
-    let need = cols.next_power_of_two().clamp(1, 16) as u32;
+    let need = cols.next_power_of_two().clamp(1, MAX_WGX) as u32;
     (need, 256 / need)
+}
+
+/// Override constants of the forward and input-gradient kernels.
+fn pixel_constants(stride: usize, ksize: usize, cb: usize) -> [(&'static str, f64); 3] {
+    [
+        ("STRIDE", stride as f64),
+        ("KSIZE", ksize as f64),
+        ("CH_BLOCKS", cb as f64),
+    ]
+}
+
+/// The weight-gradient register block for `cb` channel blocks and kernel width `kw`:
+/// (output channels per invocation CO_PER, kernel columns per invocation KW_RUN).
+fn weight_grad_block(cb: usize, kw: usize) -> (usize, usize) {
+    // 16 x 8 was the fastest block measured on lavapipe (1.6x over 4 x 4); with fewer than
+    // 8 input channels (the stem) 8 x 4 was.
+    let co_per = if cb == 2 { 16 } else { 8 };
+    // With few input channels (the stem) an invocation also takes a whole kernel row of
+    // taps (KW_RUN), so it still does many multiply-adds per gathered value: 1.5x there.
+    let kw_run = if cb == 1 && kw <= MAX_KW_RUN { kw } else { 1 };
+    (co_per, kw_run)
+}
+
+/// Override constants of the weight-gradient kernel.
+fn weight_grad_constants(
+    (wx, wy): (u32, u32),
+    stride: usize,
+    cb: usize,
+    (co_per, kw_run): (usize, usize),
+) -> [(&'static str, f64); 6] {
+    [
+        ("WGX", wx as f64),
+        ("WGY", wy as f64),
+        ("STRIDE", stride as f64),
+        ("CH_BLOCKS", cb as f64),
+        ("CO_PER", co_per as f64),
+        ("KW_RUN", kw_run as f64),
+    ]
+}
+
+/// Every variant the three launchers can create: the constant functions above over every
+/// stride, kernel size, channel count and block shape they accept (duplicates removed by
+/// the registry).
+pub(super) fn kernels() -> Vec<KernelVariant> {
+    let mut out = Vec::new();
+    for stride in 1..=MAX_STRIDE {
+        for cb in [1, 2] {
+            // Square sides up to the constant limit, plus 0 (larger or non-square).
+            for ksize in 0..=MAX_CONST_KSIZE {
+                let c = pixel_constants(stride, ksize, cb);
+                for entry in ["forward", "input_grad"] {
+                    out.push(KernelVariant::of(&Kernel::<ConvParams>::with_constants(
+                        entry, &c,
+                    )));
+                }
+            }
+            for cols in 1..=MAX_WGX {
+                for kw in 1..=MAX_KW_RUN + 1 {
+                    let c = weight_grad_constants(
+                        workgroup(cols),
+                        stride,
+                        cb,
+                        weight_grad_block(cb, kw),
+                    );
+                    out.push(KernelVariant::of(&Kernel::<ConvParams>::with_constants(
+                        "weight_grad",
+                        &c,
+                    )));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Output pixels per invocation in the forward and input-gradient kernels (`PIX` in WGSL).
@@ -134,7 +227,9 @@ fn operands<'a>(
     a: &'a Tensor,
     b: &'a Tensor,
 ) -> Result<(&'a [usize], &'a [usize])> {
-    ensure(g.stride >= 1, op, || "stride must be at least 1".into())?;
+    ensure((1..=MAX_STRIDE).contains(&g.stride), op, || {
+        format!("stride {} is not between 1 and {MAX_STRIDE}", g.stride)
+    })?;
     Ok((a.expect_rank(op, 4)?, b.expect_rank(op, 4)?))
 }
 
@@ -170,11 +265,7 @@ fn pixel_pass(
     let out = Tensor::empty(src.gpu(), &[d.n, channels, oh, ow], DType::F32);
     fits_u32(op, out.numel().max(src.numel()))?;
     let cb = channel_blocks(channels);
-    let consts = [
-        ("STRIDE", g.stride as f64),
-        ("KSIZE", d.square_kernel() as f64),
-        ("CH_BLOCKS", cb as f64),
-    ];
+    let consts = pixel_constants(g.stride, d.square_kernel(), cb);
     let groups = [
         rows.div_ceil(256 * PIX) as u32,
         channels.div_ceil(4 * cb) as u32,
@@ -258,13 +349,9 @@ pub fn conv2d_weight_grad(
     let d = Dims::new(xs, ys[1], (ys[2], ys[3]), (kh, kw));
     fits_u32(OP, x.numel().max(dy.numel()))?;
     // Invocations along x: 4 * cb input channels at kw_run taps each; along y: co_per output
-    // channels. 16 x 8 was the fastest block measured on lavapipe (1.6x over 4 x 4); with
-    // fewer than 8 input channels (the stem) 8 x 4 was.
+    // channels.
     let cb = channel_blocks(d.ci);
-    let co_per = if cb == 2 { 16 } else { 8 };
-    // With few input channels (the stem) an invocation also takes a whole kernel row of
-    // taps (KW_RUN), so it still does many multiply-adds per gathered value: 1.5x there.
-    let kw_run = if cb == 1 && kw <= 4 { kw } else { 1 };
+    let (co_per, kw_run) = weight_grad_block(cb, kw);
     let blocks = d.ci.div_ceil(4 * cb) * kh * (kw / kw_run);
     let pixels = d.n * d.oh * d.ow;
     let (wx, wy) = workgroup(blocks);
@@ -272,14 +359,7 @@ pub fn conv2d_weight_grad(
     // Split the long pixel reduction so that ~64 workgroups exist, each doing >= 256 pixels.
     let splits = (64 / tiles).clamp(1, pixels.div_ceil(256).max(1)).min(512);
     let chunk = pixels.div_ceil(splits);
-    let consts = [
-        ("WGX", wx as f64),
-        ("WGY", wy as f64),
-        ("STRIDE", g.stride as f64),
-        ("CH_BLOCKS", cb as f64),
-        ("CO_PER", co_per as f64),
-        ("KW_RUN", kw_run as f64),
-    ];
+    let consts = weight_grad_constants((wx, wy), g.stride, cb, (co_per, kw_run));
     let partial = Tensor::empty(x.gpu(), &[splits, d.co, d.ci, kh, kw], DType::F32);
     let groups = [
         blocks.div_ceil(wx as usize) as u32,

@@ -1,5 +1,6 @@
 //! Elementwise maps: unary functions, broadcasting binary ops and fused tails.
 
+use super::kernels::KernelVariant;
 use super::{DType, Tensor, ensure, fits_u32, launch};
 use crate::error::{Result, shape_err};
 use crate::gpu::{Kernel, grid_1d, kernel_params};
@@ -76,6 +77,14 @@ kernel_params! {
 const UNARY: Kernel<'static, ElementwiseParams> = Kernel::new("unary");
 const BINARY: Kernel<'static, ElementwiseParams> = Kernel::new("binary");
 const FILL: Kernel<'static, ElementwiseParams> = Kernel::new("fill");
+
+/// Every kernel this file launches (none takes override constants).
+pub(super) fn kernels() -> Vec<KernelVariant> {
+    [UNARY, BINARY, FILL]
+        .iter()
+        .map(KernelVariant::of)
+        .collect()
+}
 
 /// Parameters of a launch over `n` elements of one shape (no broadcasting).
 fn flat(n: u32, op: u32, alpha: f32, beta: f32) -> ElementwiseParams {

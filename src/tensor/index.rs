@@ -3,6 +3,7 @@
 //! Indices are not checked on the host (that would need a readback): the kernels never read or
 //! write out of range, giving 0 for an out-of-range label or index (`scatter_rows` skips it).
 
+use super::kernels::KernelVariant;
 use super::{DType, Tensor, ensure, fits_u32, launch};
 use crate::error::Result;
 use crate::gpu::{Kernel, grid_1d, kernel_params};
@@ -21,6 +22,14 @@ const GATHER_ROWS: Kernel<'static, IndexParams> = Kernel::new("gather_rows");
 const PICK: Kernel<'static, IndexParams> = Kernel::new("pick");
 const UNPICK: Kernel<'static, IndexParams> = Kernel::new("unpick");
 const SCATTER_ROWS: Kernel<'static, IndexParams> = Kernel::new("scatter_rows");
+
+/// Every kernel this file launches (none takes override constants).
+pub(super) fn kernels() -> Vec<KernelVariant> {
+    [ONE_HOT, GATHER_ROWS, PICK, UNPICK, SCATTER_ROWS]
+        .iter()
+        .map(KernelVariant::of)
+        .collect()
+}
 
 /// Checks that `idx` is u32 [B] and returns B.
 fn index_len(op: &'static str, idx: &Tensor) -> Result<usize> {

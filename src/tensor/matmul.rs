@@ -1,5 +1,6 @@
 //! Matrix products with transposed-operand variants.
 
+use super::kernels::KernelVariant;
 use super::{DType, Tensor, ensure, fits_u32};
 use crate::error::Result;
 use crate::gpu::{Kernel, kernel_params};
@@ -67,6 +68,27 @@ fn dims(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<(usize, 
     Ok((m, k, n))
 }
 
+/// The kernel's override constants for one transposition / accumulation choice.
+fn constants(trans_a: bool, trans_b: bool, acc: bool) -> [(&'static str, f64); 3] {
+    [
+        ("TRANS_A", trans_a as u32 as f64),
+        ("TRANS_B", trans_b as u32 as f64),
+        ("ACCUMULATE", acc as u32 as f64),
+    ]
+}
+
+/// Every variant `launch` can create: all eight flag combinations.
+pub(super) fn kernels() -> Vec<KernelVariant> {
+    let mut out = Vec::new();
+    for bits in 0..8u32 {
+        let c = constants(bits & 1 != 0, bits & 2 != 0, bits & 4 != 0);
+        out.push(KernelVariant::of(&Kernel::<MatmulParams>::with_constants(
+            "main", &c,
+        )));
+    }
+    out
+}
+
 fn launch(
     a: &Tensor,
     b: &Tensor,
@@ -80,11 +102,7 @@ fn launch(
         return Ok(());
     }
     fits_u32("matmul", m * k.max(n))?;
-    let constants = [
-        ("TRANS_A", trans_a as u32 as f64),
-        ("TRANS_B", trans_b as u32 as f64),
-        ("ACCUMULATE", acc as u32 as f64),
-    ];
+    let constants = constants(trans_a, trans_b, acc);
     let kernel = Kernel::with_constants("main", &constants);
     if k == 0 {
         // An empty sum: zeros (or nothing to add).

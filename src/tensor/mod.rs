@@ -5,6 +5,7 @@ pub mod batchnorm;
 pub mod conv;
 pub mod elementwise;
 pub mod index;
+pub mod kernels;
 pub mod matmul;
 pub mod optim;
 pub mod pool;
@@ -252,6 +253,7 @@ fn launch<P: KernelParams>(
     tensors: &[&Tensor],
     groups: [u32; 3],
 ) -> Result<()> {
+    kernels::check(k)?;
     let bufs: Vec<&Buffer> = tensors.iter().map(|t| t.buffer()).collect();
     tensors[0].gpu().dispatch(k, p, &bufs, groups)
 }
@@ -264,6 +266,7 @@ fn launch_noted<P: KernelParams>(
     groups: [u32; 3],
     note: impl FnOnce() -> (String, f64),
 ) -> Result<()> {
+    kernels::check(k)?;
     let bufs: Vec<&Buffer> = tensors.iter().map(|t| t.buffer()).collect();
     tensors[0].gpu().dispatch_noted(k, p, &bufs, groups, note)
 }

@@ -1,6 +1,7 @@
 //! In-place optimizer updates with PyTorch semantics. These are the only ops that mutate their
 //! arguments: the weights and optimizer state are overwritten in their own buffers.
 
+use super::kernels::KernelVariant;
 use super::{DType, Tensor, ensure, fits_u32, launch};
 use crate::error::Result;
 use crate::gpu::{Kernel, grid_1d, kernel_params};
@@ -20,6 +21,11 @@ kernel_params! {
 
 const SGD: Kernel<'static, OptimParams> = Kernel::new("sgd");
 const ADAM: Kernel<'static, OptimParams> = Kernel::new("adam");
+
+/// Every kernel this file launches (none takes override constants).
+pub(super) fn kernels() -> Vec<KernelVariant> {
+    [SGD, ADAM].iter().map(KernelVariant::of).collect()
+}
 
 /// Checks that all tensors are f32 with `w`'s element count and that no two share a buffer.
 fn check(op: &'static str, w: &Tensor, others: &[&Tensor]) -> Result<u32> {

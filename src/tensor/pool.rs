@@ -1,5 +1,6 @@
 //! Global average pooling and the ResNet "option A" shortcut.
 
+use super::kernels::KernelVariant;
 use super::{DType, Tensor, ensure, fits_u32, launch};
 use crate::error::Result;
 use crate::gpu::{Kernel, grid_1d, kernel_params};
@@ -28,6 +29,22 @@ const SHORTCUT_BACKWARD: Kernel<'static, PoolParams> = Kernel::new("shortcut_bac
 const MAXPOOL_FORWARD: Kernel<'static, PoolParams> = Kernel::new("maxpool_forward");
 const MAXPOOL_BACKWARD: Kernel<'static, PoolParams> = Kernel::new("maxpool_backward");
 const MAXPOOL_SELECT: Kernel<'static, PoolParams> = Kernel::new("maxpool_select");
+
+/// Every kernel this file launches (none takes override constants).
+pub(super) fn kernels() -> Vec<KernelVariant> {
+    [
+        GAP_FORWARD,
+        GAP_BACKWARD,
+        SHORTCUT_FORWARD,
+        SHORTCUT_BACKWARD,
+        MAXPOOL_FORWARD,
+        MAXPOOL_BACKWARD,
+        MAXPOOL_SELECT,
+    ]
+    .iter()
+    .map(KernelVariant::of)
+    .collect()
+}
 
 /// Parameters for an [N, C, H, W] input and an (OH, OW) output plane; the shortcut and window
 /// fields are zero.

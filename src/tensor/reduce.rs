@@ -1,5 +1,6 @@
 //! Deterministic sums and means over chosen axes.
 
+use super::kernels::KernelVariant;
 use super::{DType, Tensor, fits_u32, launch};
 use crate::error::{Result, shape_err};
 use crate::gpu::{Kernel, MAX_GROUPS, grid_1d, kernel_params};
@@ -17,6 +18,11 @@ kernel_params! {
 
 const TREE: Kernel<'static, ReduceParams> = Kernel::new("reduce_tree");
 const SMALL: Kernel<'static, ReduceParams> = Kernel::new("reduce_small");
+
+/// Every kernel this file launches (none takes override constants).
+pub(super) fn kernels() -> Vec<KernelVariant> {
+    [TREE, SMALL].iter().map(KernelVariant::of).collect()
+}
 
 /// Reductions shorter than this run one invocation per output.
 const SMALL_REDUCTION: usize = 64;

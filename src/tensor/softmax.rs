@@ -1,6 +1,7 @@
 //! Row-wise softmax, log-softmax and the cross-entropy losses of the Dynamic Loss method
 //! (soft labels with per-class margins, and hard labels for ranking the training set).
 
+use super::kernels::KernelVariant;
 use super::{DType, Tensor, ensure, fits_u32, launch};
 use crate::error::Result;
 use crate::gpu::{Kernel, grid_1d, kernel_params};
@@ -19,6 +20,14 @@ const SOFTMAX_ROWS: Kernel<'static, SoftmaxParams> = Kernel::new("softmax_rows")
 const SOFT_CE: Kernel<'static, SoftmaxParams> = Kernel::new("soft_ce");
 const SOFT_CE_BACK: Kernel<'static, SoftmaxParams> = Kernel::new("soft_ce_back");
 const HARD_CE: Kernel<'static, SoftmaxParams> = Kernel::new("hard_ce");
+
+/// Every kernel this file launches (none takes override constants).
+pub(super) fn kernels() -> Vec<KernelVariant> {
+    [SOFTMAX_ROWS, SOFT_CE, SOFT_CE_BACK, HARD_CE]
+        .iter()
+        .map(KernelVariant::of)
+        .collect()
+}
 
 /// Checks that `x` is f32 [B, C] and returns (B, C).
 fn logits_shape(op: &'static str, x: &Tensor) -> Result<(u32, u32)> {

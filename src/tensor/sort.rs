@@ -1,6 +1,7 @@
 //! Segmented bitonic sort of (segment, key, value) triples and per-segment rank bins: the
 //! per-class loss ranking of the Dynamic Loss method.
 
+use super::kernels::KernelVariant;
 use super::{DType, Tensor, ensure, fits_u32, launch};
 use crate::error::{Result, shape_err};
 use crate::gpu::{Kernel, grid_1d, kernel_params};
@@ -23,6 +24,21 @@ const LOCAL_MERGE: Kernel<'static, SortParams> = Kernel::new("local_merge");
 const GLOBAL_STEP: Kernel<'static, SortParams> = Kernel::new("global_step");
 const UNPACK: Kernel<'static, SortParams> = Kernel::new("unpack");
 const RANK_BINS: Kernel<'static, SortParams> = Kernel::new("rank_bins");
+
+/// Every kernel this file launches (none takes override constants).
+pub(super) fn kernels() -> Vec<KernelVariant> {
+    [
+        PACK,
+        LOCAL_SORT,
+        LOCAL_MERGE,
+        GLOBAL_STEP,
+        UNPACK,
+        RANK_BINS,
+    ]
+    .iter()
+    .map(KernelVariant::of)
+    .collect()
+}
 
 /// Elements one workgroup sorts in shared memory.
 const BLOCK: usize = 512;

@@ -1,0 +1,171 @@
+//! The registry of every pipeline the launchers can create: (shader family, entry point,
+//! override constants). Each launcher file lists its own kernels next to their definitions,
+//! deriving specialisation constants with the same functions its launches use, and every
+//! launch is checked against this list, so a kernel cannot run unless the shader-translation
+//! and limits tests (which iterate the list) have seen it.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Kernel, KernelParams};
+
+/// One pipeline a launcher can create.
+#[derive(Clone)]
+pub struct KernelVariant {
+    /// Shader family (file name without `.wgsl`).
+    pub shader: &'static str,
+    /// Entry point in that file.
+    pub entry: &'static str,
+    /// Values of the file's `override` constants, in the order the launcher passes them.
+    pub constants: Vec<(&'static str, f64)>,
+    // Compiles the variant with its typed parameter struct (for `info`'s timing).
+    prepare: fn(&Gpu, &KernelVariant) -> Result<()>,
+}
+
+impl KernelVariant {
+    /// The variant `k` names.
+    pub(crate) fn of<P: KernelParams>(k: &Kernel<P>) -> KernelVariant {
+        KernelVariant {
+            shader: k.shader,
+            entry: k.entry,
+            constants: k.constants.to_vec(),
+            prepare: prepare_as::<P>,
+        }
+    }
+
+    /// A key unique to the variant: `shader:entry:NAME=value:...`.
+    pub fn key(&self) -> String {
+        key_of(self.shader, self.entry, &self.constants)
+    }
+
+    /// Compiles (or finds cached) this variant's pipeline on `gpu` without running it.
+    pub fn prepare(&self, gpu: &Gpu) -> Result<()> {
+        (self.prepare)(gpu, self)
+    }
+}
+
+impl fmt::Debug for KernelVariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for KernelVariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.wgsl entry '{}' constants [", self.shader, self.entry)?;
+        for (i, (n, v)) in self.constants.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{n}={v}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+fn prepare_as<P: KernelParams>(gpu: &Gpu, v: &KernelVariant) -> Result<()> {
+    gpu.prepare(&Kernel::<P>::with_constants(v.entry, &v.constants))
+}
+
+fn key_of(shader: &str, entry: &str, constants: &[(&str, f64)]) -> String {
+    let mut key = format!("{shader}:{entry}");
+    for (n, v) in constants {
+        key.push_str(&format!(":{n}={v}"));
+    }
+    key
+}
+
+/// Every pipeline the launchers can create, each once, in launcher order.
+pub fn all() -> Vec<KernelVariant> {
+    let lists = [
+        super::matmul::kernels(),
+        super::conv::kernels(),
+        super::batchnorm::kernels(),
+        super::elementwise::kernels(),
+        super::reduce::kernels(),
+        super::pool::kernels(),
+        super::softmax::kernels(),
+        super::sort::kernels(),
+        super::index::kernels(),
+        super::optim::kernels(),
+    ];
+    let mut seen = HashSet::new();
+    lists
+        .into_iter()
+        .flatten()
+        .filter(|v| seen.insert(v.key()))
+        .collect()
+}
+
+fn registered() -> &'static HashSet<String> {
+    static KEYS: OnceLock<HashSet<String>> = OnceLock::new();
+    KEYS.get_or_init(|| all().iter().map(KernelVariant::key).collect())
+}
+
+/// Fails unless `k` is in [`all`]: a launcher that creates an unlisted pipeline fails on its
+/// first launch (in its own kernel tests) instead of skipping the translation tests.
+pub(crate) fn check<P: KernelParams>(k: &Kernel<P>) -> Result<()> {
+    let key = key_of(k.shader, k.entry, k.constants);
+    if registered().contains(&key) {
+        Ok(())
+    } else {
+        Err(Error::Device(format!(
+            "kernel {key} is not in the kernel registry (src/tensor/kernels.rs): list it in its \
+             launcher's kernels() so the shader-translation and limits tests cover it"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::matmul::MatmulParams;
+
+    #[test]
+    fn registered_kernels_pass_and_others_fail() {
+        let all = all();
+        let m = all
+            .iter()
+            .find(|v| v.shader == "matmul" && v.constants.len() == 3)
+            .expect("matmul is registered");
+        assert!(
+            check(&Kernel::<MatmulParams>::with_constants(
+                m.entry,
+                &m.constants
+            ))
+            .is_ok()
+        );
+        // A constant value no launcher passes, a missing constant, an unknown entry.
+        let mut odd = m.constants.clone();
+        odd[0].1 = 2.0;
+        let err = check(&Kernel::<MatmulParams>::with_constants(m.entry, &odd))
+            .expect_err("unregistered value");
+        assert!(err.to_string().contains("matmul:main:TRANS_A=2"), "{err}");
+        assert!(
+            check(&Kernel::<MatmulParams>::with_constants(
+                m.entry,
+                &m.constants[..2]
+            ))
+            .is_err()
+        );
+        assert!(check(&Kernel::<MatmulParams>::new("transpose")).is_err());
+    }
+
+    #[test]
+    fn every_variant_is_listed_once() {
+        let all = all();
+        let keys: HashSet<String> = all.iter().map(KernelVariant::key).collect();
+        assert_eq!(keys.len(), all.len());
+        // Launcher-derived domains: 8 matmul transposition/accumulation variants and both
+        // fused-ReLU choices of the batch-norm apply.
+        assert_eq!(all.iter().filter(|v| v.shader == "matmul").count(), 8);
+        assert_eq!(
+            all.iter()
+                .filter(|v| v.shader == "batchnorm" && v.entry == "apply")
+                .count(),
+            2
+        );
+    }
+}
