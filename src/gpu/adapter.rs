@@ -11,7 +11,9 @@ pub struct AdapterRequest {
     pub adapter: Option<String>,
 }
 
-/// The limits the kernels rely on, with the minimum each needs.
+/// The limits the kernels rely on, with the minimum each needs: WebGPU's defaults, which every
+/// kernel fits (tests/kernel_limits.rs checks each kernel's reflected needs against them), and
+/// which every WebGPU implementation offers.
 pub const REQUIRED_LIMITS: &[(&str, u64)] = &[
     ("max_compute_invocations_per_workgroup", 256),
     ("max_compute_workgroup_size_x", 256),
@@ -22,6 +24,20 @@ pub const REQUIRED_LIMITS: &[(&str, u64)] = &[
     ("max_uniform_buffer_binding_size", 256),
     ("max_dynamic_uniform_buffers_per_pipeline_layout", 1),
 ];
+
+/// The limits a device is requested with: WebGPU's defaults, so that what runs in CI runs on
+/// the weakest adapter, lowered to the adapter's own values only for limits the kernels do not
+/// use (textures, vertices: GL adapters may lack the defaults there; [`unusable_reason`]
+/// already refused adapters below the kernels' needs). One limit is raised: the buffer size,
+/// to the adapter's, so that a tensor too large to bind is refused by `Gpu::dispatch` with a
+/// clear error instead of failing its allocation.
+pub fn device_limits(adapter: &wgpu::Adapter) -> wgpu::Limits {
+    let own = adapter.limits();
+    wgpu::Limits {
+        max_buffer_size: own.max_buffer_size,
+        ..wgpu::Limits::default().or_worse_values_from(&own)
+    }
+}
 
 /// Reads one of the [`REQUIRED_LIMITS`] by name.
 pub fn limit_value(l: &wgpu::Limits, name: &str) -> u64 {

@@ -188,7 +188,8 @@ impl Gpu {
         Self::new(&AdapterRequest::default())
     }
 
-    /// Creates a device on `adapter`, asking for the adapter's own limits.
+    /// Creates a device on `adapter` with the limits the kernels are tested to fit
+    /// (WebGPU's defaults, see [`adapter::device_limits`]).
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
         let info = adapter.get_info();
         if let Some(why) = adapter::unusable_reason(&adapter) {
@@ -201,7 +202,7 @@ impl Gpu {
             label: Some("dynloss-wgpu"),
             // Timestamps only serve `bench step --profile`; nothing else needs a feature.
             required_features: adapter.features() & profile::TIMESTAMP_FEATURES,
-            required_limits: adapter.limits(),
+            required_limits: adapter::device_limits(&adapter),
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()
         };
@@ -676,6 +677,21 @@ impl Gpu {
                 k.entry,
                 storage.len(),
                 buffers.len()
+            )));
+        }
+        // A buffer above the binding limit would fail bind-group validation inside wgpu (a
+        // panic); say which kernel and how large instead.
+        let limit = self.0.device.limits().max_storage_buffer_binding_size;
+        if let Some(b) = buffers.iter().find(|b| b.raw().size() > limit) {
+            return Err(Error::Device(format!(
+                "{}:{} would bind a {:.1} MiB buffer (a {}-byte tensor), above this device's \
+                 {:.1} MiB storage binding limit (max_storage_buffer_binding_size); use a \
+                 smaller batch size or image size",
+                k.shader,
+                k.entry,
+                b.raw().size() as f64 / (1 << 20) as f64,
+                b.bytes,
+                limit as f64 / (1 << 20) as f64
             )));
         }
         // A host struct that drifted from the WGSL would feed the kernel shifted fields.

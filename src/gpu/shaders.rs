@@ -100,6 +100,17 @@ pub fn specialise(
     constants: &[(&str, f64)],
 ) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
     let (module, info) = validate(name, src)?;
+    specialise_parsed(name, &module, &info, entry, constants)
+}
+
+/// [`specialise`] for a module already parsed and validated by [`validate`].
+pub fn specialise_parsed(
+    name: &str,
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    entry: &str,
+    constants: &[(&str, f64)],
+) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
     let stage = module
         .entry_points
         .iter()
@@ -109,8 +120,8 @@ pub fn specialise(
     let values: naga::back::PipelineConstants =
         constants.iter().map(|(n, v)| (n.to_string(), *v)).collect();
     let (m, i) = naga::back::pipeline_constants::process_overrides(
-        &module,
-        &info,
+        module,
+        info,
         Some((stage, entry)),
         &values,
     )

@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
+use crate::gpu::shaders::{self, KernelNeeds};
 use crate::gpu::{Gpu, Kernel, KernelParams};
 
 /// One pipeline a launcher can create.
@@ -97,6 +98,31 @@ pub fn all() -> Vec<KernelVariant> {
         .flatten()
         .filter(|v| seen.insert(v.key()))
         .collect()
+}
+
+/// Each variant of `variants` with what it asks of the device, read from naga's reflection of
+/// its specialised module (each shader family parsed once).
+pub fn needs_of(variants: &[KernelVariant]) -> std::result::Result<Vec<KernelNeeds>, String> {
+    let mut parsed = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(variants.len());
+    for v in variants {
+        if !parsed.contains_key(v.shader) {
+            let src = shaders::source(v.shader)
+                .ok_or_else(|| format!("no shader family '{}'", v.shader))?;
+            parsed.insert(v.shader, shaders::validate(v.shader, src)?);
+        }
+        let (module, info) = &parsed[v.shader];
+        let (m, i) = shaders::specialise_parsed(v.shader, module, info, v.entry, &v.constants)?;
+        out.push(shaders::needs(&m, &i, v.entry).ok_or_else(|| format!("{v}: no reflection"))?);
+    }
+    Ok(out)
+}
+
+/// The largest need of each kind over every kernel in [`all`].
+pub fn max_needs() -> std::result::Result<KernelNeeds, String> {
+    Ok(needs_of(&all())?
+        .into_iter()
+        .fold(KernelNeeds::default(), KernelNeeds::max))
 }
 
 fn registered() -> &'static HashSet<String> {
