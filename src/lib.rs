@@ -12,6 +12,7 @@ pub mod error;
 pub mod gpu;
 pub mod nn;
 pub mod optim;
+pub mod probe;
 pub mod report;
 pub mod tensor;
 pub mod train;

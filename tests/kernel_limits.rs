@@ -158,3 +158,41 @@ fn conv_strides_beyond_the_compiled_set_are_refused() {
     .expect_err("stride above the compiled set");
     assert!(matches!(err, Error::Shape { op: "conv2d", .. }), "{err:?}");
 }
+
+/// `info` names the selected adapter's backend, says whether every kernel's needs are met and
+/// reports the compile times.
+#[test]
+fn info_reports_backend_needs_and_compile_time() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dynloss-wgpu"))
+        .arg("info")
+        .output()
+        .expect("run dynloss-wgpu info");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let selected = text
+        .split("\nselected: ")
+        .nth(1)
+        .expect("a selected adapter");
+    let backend = format!("{:?}", gpu().info().backend);
+    assert!(
+        selected.contains(&format!("  backend: {backend}\n")),
+        "{selected}"
+    );
+    assert!(
+        selected.contains("  every kernel's needs met: yes\n"),
+        "{selected}"
+    );
+    let n = kernels::all().len();
+    assert!(
+        selected.contains(&format!("  pipelines: all {n} created in ")),
+        "{selected}"
+    );
+    assert!(
+        selected.contains("  first-dispatch compile time: "),
+        "{selected}"
+    );
+}

@@ -11,6 +11,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use dynloss_wgpu::choice::Choice;
 use dynloss_wgpu::gpu::{AdapterRequest, Gpu, adapter};
+use dynloss_wgpu::probe::{self, KernelTable};
 use dynloss_wgpu::train::evaluate::evaluate_checkpoint;
 use dynloss_wgpu::train::metrics::plot_runs;
 use dynloss_wgpu::{Error, Result};
@@ -99,18 +100,58 @@ fn info(flags: &GpuFlags) -> Result<()> {
     let req = request(flags);
     let backends = req.backends()?;
     let found = adapter::enumerate(backends);
+    let table = KernelTable::new()?;
+    let max = table.max();
     println!(
         "searched backends: {} ({} adapter(s) found)",
         adapter::backend_names(backends),
         found.len()
     );
+    println!(
+        "kernels: {} pipelines; the most any needs: {} storage buffers per stage, {} \
+         invocations per workgroup, {} B of workgroup memory",
+        table.len(),
+        max.storage_buffers,
+        max.invocations,
+        max.workgroup_bytes
+    );
     for (i, a) in found.iter().enumerate() {
         println!("\n#{i} {}", adapter::describe(a).trim_end());
+        println!("  every kernel's needs met: {}", needs_met(&table, a));
     }
     let chosen = adapter::select(&req)?;
     let i = chosen.get_info();
     println!("\nselected: {} ({:?})", i.name, i.backend);
+    println!("  backend: {:?}", i.backend);
+    println!("  every kernel's needs met: {}", needs_met(&table, &chosen));
+    let gpu = Gpu::from_adapter(chosen)?;
+    let t = probe::compile_times(&gpu)?;
+    println!(
+        "  pipelines: all {} created in {:.2} s",
+        t.pipelines, t.create_all
+    );
+    println!(
+        "  first-dispatch compile time: {:.2} s (the first training step of ResNet-8 at \
+         batch 32 took {:.2} s, later ones {:.2} s; a driver shader cache, as Mesa's, makes \
+         the next run's first step faster)",
+        (t.first_step - t.warm_step).max(0.0),
+        t.first_step,
+        t.warm_step
+    );
     Ok(())
+}
+
+/// "yes", or "no" with the first unmet needs.
+fn needs_met(table: &KernelTable, a: &wgpu::Adapter) -> String {
+    let unmet = table.unmet_on(a);
+    match unmet.len() {
+        0 => "yes".into(),
+        n => format!(
+            "no, {n} unmet: {}{}",
+            unmet[..n.min(3)].join("; "),
+            if n > 3 { "; ..." } else { "" }
+        ),
+    }
 }
 
 fn eval(flags: &GpuFlags, checkpoint: &std::path::Path, data: &data::DataFlags) -> Result<()> {
