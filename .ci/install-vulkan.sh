@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs a Vulkan driver that wgpu can use on a machine without a GPU: Mesa's lavapipe
-# (CPU Vulkan). On Debian bookworm the backports suite carries Mesa 25, 3-5x faster than
-# bookworm's own Mesa 22 on thin matrix shapes, so we add that suite, built from the
-# machine's existing Debian source entry (no mirror host is written here).
+# Installs the two drivers wgpu can use on a machine without a GPU, both Mesa's: lavapipe
+# (CPU Vulkan) and llvmpipe behind EGL (CPU OpenGL for wgpu's GL backend; EGL needs no
+# display: the libEGL loader, Mesa's EGL and its gallium driver). On Debian bookworm the
+# backports suite carries Mesa 25, 3-5x faster than bookworm's own Mesa 22 on thin matrix
+# shapes, so we add that suite, built from the machine's existing Debian source entry (no
+# mirror host is written here); all Mesa packages come from the same suite.
 # Also installs Debian's Fashion-MNIST package, the real data set the examples use.
 set -euo pipefail
 
@@ -31,8 +33,10 @@ if grep -rqs "${codename}-backports" /etc/apt/sources.list /etc/apt/sources.list
 fi
 
 $SUDO apt-get update -qq
+drivers="mesa-vulkan-drivers libegl1 libegl-mesa0 libgl1-mesa-dri"
 # shellcheck disable=SC2086
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $backports mesa-vulkan-drivers \
-  || $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $backports $drivers \
+  || $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $drivers
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist || true
-dpkg-query -W -f='installed ${Package} ${Version}\n' mesa-vulkan-drivers
+# shellcheck disable=SC2086
+dpkg-query -W -f='installed ${Package} ${Version}\n' $drivers
