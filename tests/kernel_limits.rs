@@ -95,13 +95,18 @@ fn needs_over_the_defaults_are_reported() {
 
 /// The device gets WebGPU's defaults for what the kernels use, not the adapter's own limits
 /// (lavapipe offers 48 storage buffers, 1024 invocations and 32 KiB of workgroup memory), so
-/// a kernel over the defaults fails here as it would on the weakest adapter.
+/// a kernel over the defaults fails here as it would on the weakest adapter; only the data
+/// limits (buffer and binding size) are the adapter's.
 #[test]
 fn the_device_is_requested_with_the_default_limits() {
     let g = gpu();
     let got = g.device().limits();
     let want = wgpu::Limits::default();
+    let data_limits = ["max_storage_buffer_binding_size"];
     for (name, _) in REQUIRED_LIMITS {
+        if data_limits.contains(name) {
+            continue;
+        }
         assert_eq!(
             limit_value(&got, name),
             limit_value(&want, name),
@@ -109,19 +114,32 @@ fn the_device_is_requested_with_the_default_limits() {
             g.info().name
         );
     }
+    assert_eq!(got.max_storage_buffers_per_shader_stage, 8);
+    assert_eq!(got.max_compute_invocations_per_workgroup, 256);
+    assert_eq!(got.max_compute_workgroup_storage_size, 16384);
+    assert_eq!(got.max_compute_workgroup_size_y, 256);
+    assert!(got.max_storage_buffer_binding_size >= want.max_storage_buffer_binding_size);
+    assert!(got.max_buffer_size >= got.max_storage_buffer_binding_size);
 }
 
-/// A tensor above the 128 MiB storage binding limit is refused when a kernel would bind it,
-/// with an error naming the kernel and the size, instead of a wgpu validation panic.
+/// A tensor above the device's storage binding limit (128 MiB on Mesa's CPU drivers) is
+/// refused when a kernel would bind it, with an error naming the kernel and the size, instead
+/// of a wgpu validation panic.
 #[test]
 fn binding_a_tensor_over_the_binding_limit_is_a_clear_error() {
     let g = gpu();
     let limit = g.device().limits().max_storage_buffer_binding_size;
+    if limit > 1 << 30 {
+        // A real GPU binding gigabytes: too large to allocate twice in a test.
+        eprintln!("skipped: {} binds {limit} bytes", g.info().name);
+        return;
+    }
     let n = (limit / 4 + 1) as usize;
     let big = Tensor::empty(&g, &[n], DType::F32);
     let err = fill(&big, 1.0).expect_err("a tensor over the limit was bound");
     assert!(matches!(err, Error::Device(_)), "{err:?}");
     let msg = err.to_string();
+    eprintln!("{msg}");
     assert!(msg.contains("elementwise:fill"), "{msg}");
     assert!(msg.contains(&format!("a {}-byte tensor", n * 4)), "{msg}");
     assert!(msg.contains("max_storage_buffer_binding_size"), "{msg}");

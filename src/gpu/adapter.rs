@@ -25,16 +25,21 @@ pub const REQUIRED_LIMITS: &[(&str, u64)] = &[
     ("max_dynamic_uniform_buffers_per_pipeline_layout", 1),
 ];
 
-/// The limits a device is requested with: WebGPU's defaults, so that what runs in CI runs on
-/// the weakest adapter, lowered to the adapter's own values only for limits the kernels do not
-/// use (textures, vertices: GL adapters may lack the defaults there; [`unusable_reason`]
-/// already refused adapters below the kernels' needs). One limit is raised: the buffer size,
-/// to the adapter's, so that a tensor too large to bind is refused by `Gpu::dispatch` with a
-/// clear error instead of failing its allocation.
+/// The limits a device is requested with: WebGPU's defaults for everything a kernel's shape
+/// decides (buffers per stage, workgroup size and memory, ...), so that a kernel over them
+/// fails in CI as it would on the weakest adapter; lowered to the adapter's own values only
+/// for limits the kernels do not use (textures, vertices: GL adapters may lack the defaults
+/// there; [`unusable_reason`] already refused adapters below the kernels' needs). Two limits
+/// are raised to the adapter's own: the buffer size and the storage binding size. They bound
+/// the data (batch size times image size), not the kernels: a GPU that binds more runs larger
+/// batches, and a tensor above the limit is refused by `Gpu::dispatch` with an error naming
+/// the kernel and the size. (Mesa's CPU drivers bind 128 MiB, the WebGPU default, so CI
+/// runs with the default here too.)
 pub fn device_limits(adapter: &wgpu::Adapter) -> wgpu::Limits {
     let own = adapter.limits();
     wgpu::Limits {
         max_buffer_size: own.max_buffer_size,
+        max_storage_buffer_binding_size: own.max_storage_buffer_binding_size,
         ..wgpu::Limits::default().or_worse_values_from(&own)
     }
 }
