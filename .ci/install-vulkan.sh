@@ -5,7 +5,8 @@
 # backports suite carries Mesa 25, 3-5x faster than bookworm's own Mesa 22 on thin matrix
 # shapes, so we add that suite, built from the machine's existing Debian source entry (no
 # mirror host is written here); all Mesa packages come from the same suite.
-# Also installs Debian's Fashion-MNIST package, the real data set the examples use.
+# Also installs Khronos' shader validators and Debian's Fashion-MNIST package, the real data
+# set the examples use.
 set -euo pipefail
 
 SUDO=""
@@ -37,6 +38,9 @@ drivers="mesa-vulkan-drivers libegl1 libegl-mesa0 libgl1-mesa-dri"
 # shellcheck disable=SC2086
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $backports $drivers \
   || $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $drivers
+# Khronos' SPIR-V validator and GLSL compiler: tests/shader_backends.rs checks naga's SPIR-V
+# and GLSL ES output of every kernel with them when they are installed.
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq spirv-tools glslang-tools
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist || true
 # shellcheck disable=SC2086
 dpkg-query -W -f='installed ${Package} ${Version}\n' $drivers

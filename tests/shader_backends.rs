@@ -7,8 +7,16 @@
 //! Options mirror what wgpu-hal passes each back end (resource slots numbered per kind, a
 //! sizes buffer for runtime-sized arrays on Metal), in both runtime modes: the default with
 //! wgpu's injected checks off, and `DYNLOSS_SHADER_CHECKS=1` with bounds checks on.
+//!
+//! Where Khronos' tools are installed (`.ci/install-vulkan.sh` installs them), the SPIR-V is
+//! also checked by `spirv-val` and the GLSL ES compiled by `glslangValidator`, so naga's
+//! output, not only naga's acceptance, is tested for those two; MSL and HLSL have no
+//! compiler on Linux.
 
 use std::collections::BTreeMap;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use dynloss_wgpu::gpu::shaders::{self, SHADERS};
 use dynloss_wgpu::tensor::kernels;
@@ -81,15 +89,21 @@ fn resources(module: &Module, info: &ModuleInfo) -> Vec<(ResourceBinding, Res)> 
     out
 }
 
+/// What a back end produced: text, or SPIR-V words.
+enum Output {
+    Text(String),
+    Words(Vec<u32>),
+}
+
 /// Writes the entry point of a specialised module in `backend`'s language; returns the
-/// text (SPIR-V as a word count) or the writer's error.
+/// output or the writer's error.
 fn write(
     module: &Module,
     info: &ModuleInfo,
     entry: &str,
     backend: Backend,
     checked: bool,
-) -> Result<String, String> {
+) -> Result<Output, String> {
     // wgpu-hal: ReadZeroSkipWrite everywhere when runtime checks are on, else Unchecked.
     let policy = if checked {
         BoundsCheckPolicy::ReadZeroSkipWrite
@@ -121,7 +135,7 @@ fn write(
             if words.first() != Some(&0x0723_0203) {
                 return Err("output lacks the SPIR-V magic number".into());
             }
-            Ok(format!("{} words", words.len()))
+            Ok(Output::Words(words))
         }
         Backend::Msl => {
             let mut ep = msl::EntryPointResources::default();
@@ -175,7 +189,7 @@ fn write(
             for r in &tinfo.entry_point_names {
                 r.as_ref().map_err(|e| e.to_string())?;
             }
-            Ok(text)
+            Ok(Output::Text(text))
         }
         Backend::Hlsl => {
             let mut map = hlsl::BindingMap::new();
@@ -216,7 +230,7 @@ fn write(
             hlsl::Writer::new(&mut text, &options, &pipeline)
                 .write(module, info, None)
                 .map_err(|e| e.to_string())?;
-            Ok(text)
+            Ok(Output::Text(text))
         }
         Backend::GlslEs => {
             let mut map = glsl::BindingMap::default();
@@ -248,20 +262,123 @@ fn write(
             glsl::Writer::new(&mut text, module, info, &options, &pipeline, policies)
                 .and_then(|mut w| w.write())
                 .map_err(|e| e.to_string())?;
-            Ok(text)
+            Ok(Output::Text(text))
         }
     }
 }
 
 /// The workgroup size as each text back end declares it, to check that the override
 /// constants reached the output.
-fn declares_workgroup_size(backend: Backend, text: &str, [x, y, z]: [u32; 3]) -> bool {
-    match backend {
-        Backend::Spirv | Backend::Msl => true, // MSL takes it from the pipeline, SPIR-V is binary
-        Backend::Hlsl => text.contains(&format!("[numthreads({x}, {y}, {z})]")),
-        Backend::GlslEs => text.contains(&format!(
+fn declares_workgroup_size(backend: Backend, out: &Output, [x, y, z]: [u32; 3]) -> bool {
+    match (backend, out) {
+        (Backend::Hlsl, Output::Text(t)) => t.contains(&format!("[numthreads({x}, {y}, {z})]")),
+        (Backend::GlslEs, Output::Text(t)) => t.contains(&format!(
             "layout(local_size_x = {x}, local_size_y = {y}, local_size_z = {z}) in;"
         )),
+        // MSL takes it from the pipeline; SPIR-V must start with its magic number.
+        (Backend::Msl, Output::Text(_)) => true,
+        (Backend::Spirv, Output::Words(w)) => w.first() == Some(&0x0723_0203),
+        _ => false,
+    }
+}
+
+/// Whether `tool` runs here.
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Outputs waiting for Khronos' validators where installed: SPIR-V files for `spirv-val`
+/// (cheap, run one by one) and GLSL ES files for `glslangValidator` (about 0.1 s to start, so
+/// all are compiled in one run).
+struct Validation {
+    dir: PathBuf,
+    files: Vec<(PathBuf, Backend, String)>,
+}
+
+impl Validation {
+    fn new(label: &str) -> Validation {
+        let dir =
+            std::env::temp_dir().join(format!("dynloss-shaders-{label}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Validation {
+            dir,
+            files: Vec::new(),
+        }
+    }
+
+    /// Keeps `out` for validation under the description `what`.
+    fn add(&mut self, backend: Backend, out: &Output, what: String) {
+        let n = self.files.len();
+        let (path, bytes) = match (backend, out) {
+            (Backend::Spirv, Output::Words(w)) => (
+                self.dir.join(format!("{n}.spv")),
+                w.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+            ),
+            (Backend::GlslEs, Output::Text(t)) => {
+                (self.dir.join(format!("{n}.comp")), t.clone().into_bytes())
+            }
+            _ => return,
+        };
+        std::fs::write(&path, bytes).unwrap();
+        self.files.push((path, backend, what));
+    }
+
+    /// Runs the validators that are installed; one message per rejected output.
+    fn run(self) -> Vec<String> {
+        let mut failures = Vec::new();
+        if have("spirv-val") {
+            for (path, _, what) in self.files.iter().filter(|f| f.1 == Backend::Spirv) {
+                let out = Command::new("spirv-val")
+                    .args(["--target-env", "vulkan1.0"])
+                    .arg(path)
+                    .output()
+                    .unwrap();
+                if !out.status.success() {
+                    failures.push(format!(
+                        "{what}: spirv-val rejects the output: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+            }
+        }
+        let glsl: Vec<&(PathBuf, Backend, String)> = self
+            .files
+            .iter()
+            .filter(|f| f.1 == Backend::GlslEs)
+            .collect();
+        if have("glslangValidator") && !glsl.is_empty() {
+            let out = Command::new("glslangValidator")
+                .args(glsl.iter().map(|f| &f.0))
+                .output()
+                .unwrap();
+            // It prints each file's name, then that file's errors.
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut current: Option<&str> = None;
+            let mut errors: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            for line in text.lines() {
+                if let Some(f) = glsl.iter().find(|f| f.0.to_string_lossy() == line) {
+                    current = Some(f.2.as_str());
+                } else if line.starts_with("ERROR") {
+                    errors.entry(current.unwrap_or("?")).or_default().push(line);
+                }
+            }
+            for (what, lines) in errors {
+                failures.push(format!(
+                    "{what}: glslangValidator rejects the output: {}",
+                    lines.join(" / ")
+                ));
+            }
+            if failures.is_empty() && !out.status.success() {
+                failures.push(format!("glslangValidator failed: {text}"));
+            }
+        }
+        std::fs::remove_dir_all(&self.dir).ok();
+        failures
     }
 }
 
@@ -273,6 +390,7 @@ fn translate_everywhere(
     src: &str,
     entry: &str,
     constants: &[(&'static str, f64)],
+    validation: &mut Validation,
 ) -> Vec<String> {
     let what = format!("{name}.wgsl entry '{entry}' constants {constants:?}");
     let (module, info) = match shaders::specialise(name, src, entry, constants) {
@@ -285,7 +403,13 @@ fn translate_everywhere(
         for checked in [false, true] {
             let mode = if checked { "checked" } else { "unchecked" };
             match write(&module, &info, entry, backend, checked) {
-                Ok(text) if declares_workgroup_size(backend, &text, size) => {}
+                Ok(out) if declares_workgroup_size(backend, &out, size) => {
+                    validation.add(
+                        backend,
+                        &out,
+                        format!("{what} on {} ({mode})", backend.name()),
+                    );
+                }
                 Ok(_) => failures.push(format!(
                     "{what} on {} ({mode}): output does not declare workgroup size {size:?}",
                     backend.name()
@@ -299,12 +423,25 @@ fn translate_everywhere(
 
 #[test]
 fn every_kernel_variant_translates_to_every_backend() {
+    for tool in ["spirv-val", "glslangValidator"] {
+        if !have(tool) {
+            eprintln!("{tool} not installed: its language is translated but not validated");
+        }
+    }
     let all = kernels::all();
     let mut failures = Vec::new();
+    let mut validation = Validation::new("all");
     for v in &all {
         let src = shaders::source(v.shader).expect("registered family has a source");
-        failures.extend(translate_everywhere(v.shader, src, v.entry, &v.constants));
+        failures.extend(translate_everywhere(
+            v.shader,
+            src,
+            v.entry,
+            &v.constants,
+            &mut validation,
+        ));
     }
+    failures.extend(validation.run());
     assert!(
         failures.is_empty(),
         "{} of {} translations failed:\n{}",
@@ -348,7 +485,9 @@ fn a_construct_one_backend_lacks_fails_naming_it() {
         @compute @workgroup_size(64)
         fn levels() { out[0] = textureNumLevels(t); }
     ";
-    let failures = translate_everywhere("broken", src, "levels", &[]);
+    let mut validation = Validation::new("broken");
+    let mut failures = translate_everywhere("broken", src, "levels", &[], &mut validation);
+    failures.extend(validation.run());
     assert_eq!(failures.len(), 2, "{failures:#?}"); // GLSL ES, checked and unchecked
     for f in &failures {
         assert!(
@@ -369,10 +508,45 @@ fn constants_are_applied_and_checked() {
         @compute @workgroup_size(WX, 256u / WX)
         fn k(@builtin(local_invocation_index) i: u32) { out[i] = WX; }
     ";
-    assert!(translate_everywhere("wx", src, "k", &[("WX", 4.0)]).is_empty());
+    let mut validation = Validation::new("wx");
+    assert!(translate_everywhere("wx", src, "k", &[("WX", 4.0)], &mut validation).is_empty());
+    assert!(validation.run().is_empty());
     let (m, _) = shaders::specialise("wx", src, "k", &[("WX", 16.0)]).unwrap();
     assert_eq!(m.entry_points[0].workgroup_size, [16, 16, 1]);
-    let bad = translate_everywhere("wx", src, "k", &[("WY", 4.0)]);
+    let bad = translate_everywhere("wx", src, "k", &[("WY", 4.0)], &mut Validation::new("wy"));
     assert_eq!(bad.len(), 1);
     assert!(bad[0].contains("specialisation failed"), "{}", bad[0]);
+}
+
+/// The external validators, where installed, reject bad output and name what it was.
+#[test]
+fn validators_reject_bad_output() {
+    let mut v = Validation::new("bad");
+    let glsl = "#version 310 es\nlayout(local_size_x = 1) in;\nvoid main() { int x = 1.5; }\n";
+    v.add(
+        Backend::GlslEs,
+        &Output::Text(glsl.into()),
+        "bad glsl".into(),
+    );
+    // A SPIR-V header with no capabilities or memory model.
+    v.add(
+        Backend::Spirv,
+        &Output::Words(vec![0x0723_0203, 0x0001_0000, 0, 1, 0]),
+        "bad spirv".into(),
+    );
+    let failures = v.run();
+    let expect = [
+        ("glslangValidator", "bad glsl: glslangValidator rejects"),
+        ("spirv-val", "bad spirv: spirv-val rejects"),
+    ];
+    for (tool, prefix) in expect {
+        if have(tool) {
+            assert!(
+                failures.iter().any(|f| f.starts_with(prefix)),
+                "{tool}: {failures:?}"
+            );
+        } else {
+            eprintln!("{tool} not installed: not checked");
+        }
+    }
 }
