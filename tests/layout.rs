@@ -159,6 +159,7 @@ fn the_library_knows_nothing_of_the_command_line_or_outside_files() {
         "docs/method.md",
         "docs/results.md",
         "docs/benchmarks.md",
+        "docs/portability.md",
     ] {
         let text = std::fs::read_to_string(doc).unwrap();
         assert!(
