@@ -1,4 +1,11 @@
-//! The WGSL sources, one file per kernel family, compiled into the binary.
+//! The WGSL sources, one file per kernel family, compiled into the binary; their validation,
+//! specialisation and reflection; and `KernelVariant`, one pipeline named without its
+//! parameter type.
+
+use std::fmt;
+
+use super::{Gpu, Kernel, KernelParams};
+use crate::error::Result;
 
 /// Every shader file: (family name, WGSL source).
 pub const SHADERS: &[(&str, &str)] = &[
@@ -263,4 +270,71 @@ pub fn needs(
             0
         },
     })
+}
+
+/// One pipeline: shader family, entry point and override constants, without the parameter
+/// type (the kernel registry in `tensor::kernels` lists every one the launchers create).
+#[derive(Clone)]
+pub struct KernelVariant {
+    /// Shader family (file name without `.wgsl`).
+    pub shader: &'static str,
+    /// Entry point in that file.
+    pub entry: &'static str,
+    /// Values of the file's `override` constants, in the order the launcher passes them.
+    pub constants: Vec<(&'static str, f64)>,
+    // Compiles the variant with its typed parameter struct (for `info`'s timing).
+    prepare: fn(&Gpu, &KernelVariant) -> Result<()>,
+}
+
+impl KernelVariant {
+    /// The variant `k` names.
+    pub(crate) fn of<P: KernelParams>(k: &Kernel<P>) -> KernelVariant {
+        KernelVariant {
+            shader: k.shader,
+            entry: k.entry,
+            constants: k.constants.to_vec(),
+            prepare: prepare_as::<P>,
+        }
+    }
+
+    /// A key unique to the variant: `shader:entry:NAME=value:...`.
+    pub fn key(&self) -> String {
+        key_of(self.shader, self.entry, &self.constants)
+    }
+
+    /// Compiles (or finds cached) this variant's pipeline on `gpu` without running it.
+    pub fn prepare(&self, gpu: &Gpu) -> Result<()> {
+        (self.prepare)(gpu, self)
+    }
+}
+
+impl fmt::Debug for KernelVariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for KernelVariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.wgsl entry '{}' constants [", self.shader, self.entry)?;
+        for (i, (n, v)) in self.constants.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{n}={v}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+fn prepare_as<P: KernelParams>(gpu: &Gpu, v: &KernelVariant) -> Result<()> {
+    gpu.prepare(&Kernel::<P>::with_constants(v.entry, &v.constants))
+}
+
+pub(crate) fn key_of(shader: &str, entry: &str, constants: &[(&str, f64)]) -> String {
+    let mut key = format!("{shader}:{entry}");
+    for (n, v) in constants {
+        key.push_str(&format!(":{n}={v}"));
+    }
+    key
 }

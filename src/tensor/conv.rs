@@ -1,9 +1,9 @@
 //! 2-D convolution as implicit GEMM: forward, input gradient and weight gradient.
 //! The three form a closed family: each one's derivatives are the other two.
 
-use super::kernels::KernelVariant;
 use super::{DType, Tensor, ensure, fits_u32, launch_noted, reduce};
 use crate::error::{Result, shape_err};
+use crate::gpu::shaders::KernelVariant;
 use crate::gpu::{Kernel, kernel_params};
 
 /// Stride and zero padding of a convolution (the same in both spatial dimensions).

@@ -1,8 +1,8 @@
 //! Elementwise maps: unary functions, broadcasting binary ops and fused tails.
 
-use super::kernels::KernelVariant;
 use super::{DType, Tensor, ensure, fits_u32, launch};
 use crate::error::{Result, shape_err};
+use crate::gpu::shaders::KernelVariant;
 use crate::gpu::{Kernel, grid_1d, kernel_params};
 
 /// A unary function; the discriminant is the kernel's op code.

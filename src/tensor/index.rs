@@ -3,9 +3,9 @@
 //! Indices are not checked on the host (that would need a readback): the kernels never read or
 //! write out of range, giving 0 for an out-of-range label or index (`scatter_rows` skips it).
 
-use super::kernels::KernelVariant;
 use super::{DType, Tensor, ensure, fits_u32, launch};
 use crate::error::Result;
+use crate::gpu::shaders::KernelVariant;
 use crate::gpu::{Kernel, grid_1d, kernel_params};
 
 kernel_params! {

@@ -1,8 +1,8 @@
 //! Matrix products with transposed-operand variants.
 
-use super::kernels::KernelVariant;
 use super::{DType, Tensor, ensure, fits_u32};
 use crate::error::Result;
+use crate::gpu::shaders::KernelVariant;
 use crate::gpu::{Kernel, kernel_params};
 
 kernel_params! {

@@ -1,9 +1,9 @@
 //! In-place optimizer updates with PyTorch semantics. These are the only ops that mutate their
 //! arguments: the weights and optimizer state are overwritten in their own buffers.
 
-use super::kernels::KernelVariant;
 use super::{DType, Tensor, ensure, fits_u32, launch};
 use crate::error::Result;
+use crate::gpu::shaders::KernelVariant;
 use crate::gpu::{Kernel, grid_1d, kernel_params};
 
 kernel_params! {

@@ -1,8 +1,8 @@
 //! Global average pooling and the ResNet "option A" shortcut.
 
-use super::kernels::KernelVariant;
 use super::{DType, Tensor, ensure, fits_u32, launch};
 use crate::error::Result;
+use crate::gpu::shaders::KernelVariant;
 use crate::gpu::{Kernel, grid_1d, kernel_params};
 
 kernel_params! {

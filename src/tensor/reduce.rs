@@ -1,8 +1,8 @@
 //! Deterministic sums and means over chosen axes.
 
-use super::kernels::KernelVariant;
 use super::{DType, Tensor, fits_u32, launch};
 use crate::error::{Result, shape_err};
+use crate::gpu::shaders::KernelVariant;
 use crate::gpu::{Kernel, MAX_GROUPS, grid_1d, kernel_params};
 
 kernel_params! {

@@ -1,9 +1,9 @@
 //! Row-wise softmax, log-softmax and the cross-entropy losses of the Dynamic Loss method
 //! (soft labels with per-class margins, and hard labels for ranking the training set).
 
-use super::kernels::KernelVariant;
 use super::{DType, Tensor, ensure, fits_u32, launch};
 use crate::error::Result;
+use crate::gpu::shaders::KernelVariant;
 use crate::gpu::{Kernel, grid_1d, kernel_params};
 
 kernel_params! {

@@ -1,9 +1,9 @@
 //! Segmented bitonic sort of (segment, key, value) triples and per-segment rank bins: the
 //! per-class loss ranking of the Dynamic Loss method.
 
-use super::kernels::KernelVariant;
 use super::{DType, Tensor, ensure, fits_u32, launch};
 use crate::error::{Result, shape_err};
+use crate::gpu::shaders::KernelVariant;
 use crate::gpu::{Kernel, grid_1d, kernel_params};
 
 kernel_params! {
