@@ -550,3 +550,45 @@ fn validators_reject_bad_output() {
         }
     }
 }
+
+/// Every kernel launch goes through `tensor::launch` / `launch_noted`, which check the
+/// registry: no other file calls `Gpu::dispatch` directly, so no kernel can bypass the list
+/// this file translates.
+#[test]
+fn every_dispatch_goes_through_the_registry_check() {
+    fn rust_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                rust_files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for dir in ["src", "benches"] {
+        rust_files(std::path::Path::new(dir), &mut files);
+    }
+    let allowed = ["src/gpu/mod.rs", "src/tensor/mod.rs"];
+    let mut launchers = 0;
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let calls = text.matches(".dispatch(").count() + text.matches(".dispatch_noted(").count();
+        if allowed.iter().any(|a| f.ends_with(a)) {
+            launchers += calls;
+            continue;
+        }
+        assert_eq!(
+            calls,
+            0,
+            "{} dispatches without the registry check",
+            f.display()
+        );
+    }
+    // The check sees the real calls: tensor::launch and launch_noted.
+    assert!(
+        launchers >= 2,
+        "found {launchers} dispatch calls in the allowed files"
+    );
+}
