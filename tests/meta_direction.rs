@@ -242,6 +242,7 @@ fn first_meta_steps(vector: bool) {
         generator: true,
         fixed_margins: None,
         margin_bound: None,
+        anchor: None,
     };
     let all = last_layers(
         &model

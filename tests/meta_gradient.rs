@@ -275,6 +275,7 @@ impl Setup {
             generator: self.variant.generator,
             fixed_margins: self.fixed.as_ref(),
             margin_bound: self.variant.margin_bound,
+            anchor: None,
         };
         meta_gradient(
             &self.model,

@@ -14,12 +14,13 @@ use dynloss_wgpu::dynloss::meta_net::{
     CORRECTOR_BIAS, GENERATOR_BIAS, MetaNet, corrected_labels, dynamic_loss,
 };
 use dynloss_wgpu::dynloss::meta_step::{
-    MetaBatch, MetaParts, Pseudo, VirtualSgd, classifier_loss, last_layers, meta_gradient,
+    MetaBatch, MetaParts, Pseudo, VirtualSgd, classifier_loss, last_layers, margins, meta_gradient,
     pseudo_labels, virtual_step,
 };
 use dynloss_wgpu::nn::zoo::{ModelSpec, VggItem, build};
 use dynloss_wgpu::nn::{Mode, init::init_params};
 use dynloss_wgpu::optim::Sgd;
+use dynloss_wgpu::train::baseline::log_counts;
 
 fn host(theta: &[Tensor]) -> Vec<Vec<f32>> {
     theta.iter().map(|t| t.to_f32_vec().unwrap()).collect()
@@ -288,6 +289,141 @@ fn corrected_labels_margins_and_dynamic_loss_match_the_cpu() {
     }
 }
 
+/// The margins each configuration adds to the logits: the generator's (bounded or not), the
+/// anchored variant's log class counts plus the generator's, Balanced Softmax's fixed log
+/// counts, or none; and the classifier's loss with the anchored margins against the CPU
+/// dynamic loss with log n_c + q.
+#[test]
+fn anchored_margins_are_the_log_counts_plus_the_generated_ones() {
+    let g = gpu();
+    let mut rng = Rng::new(21);
+    let (bins, classes, b) = (10, 4, 7);
+    let meta = MetaNet::new(bins, classes, false);
+    let values: Vec<Vec<f32>> = meta
+        .params
+        .iter()
+        .map(|p| {
+            let n = p.shape.iter().product();
+            rng.vec(n).iter().map(|v| 0.3 * v).collect()
+        })
+        .collect();
+    let theta: Vec<Tensor> = meta
+        .params
+        .iter()
+        .zip(&values)
+        .map(|(p, v)| Tensor::from_f32(&g, &p.shape, v).unwrap())
+        .collect();
+    let tv = consts(&theta);
+    // A long tail: 50, 20, 5 and 1 samples.
+    let counts = [50usize, 20, 5, 1];
+    let train_labels: Vec<u32> = (0..classes)
+        .flat_map(|c| std::iter::repeat_n(c as u32, counts[c]))
+        .collect();
+    let prior = log_counts(&g, &train_labels, classes).unwrap();
+    let log_n: Vec<f64> = counts.iter().map(|&n| (n as f64).ln()).collect();
+    let raw_q = cpu::margins(&values, None);
+    let parts = |generator, fixed, bound, anchor| MetaParts {
+        corrector: true,
+        generator,
+        fixed_margins: fixed,
+        margin_bound: bound,
+        anchor,
+    };
+    let values_of = |q: Option<Var>| q.map(|q| q.value().to_f32_vec().unwrap());
+    for bound in [None, Some(1.5f32)] {
+        let generated = cpu::bounded(&raw_q, bound);
+        let anchored: Vec<f64> = generated.iter().zip(&log_n).map(|(q, l)| q + l).collect();
+        let cases = [
+            (
+                "generator",
+                parts(true, None, bound, None),
+                Some(generated.clone()),
+            ),
+            (
+                "anchored",
+                parts(true, None, bound, Some(&prior)),
+                Some(anchored),
+            ),
+            (
+                "fixed",
+                parts(false, Some(&prior), bound, None),
+                Some(log_n.clone()),
+            ),
+            ("none", parts(false, None, bound, None), None),
+        ];
+        for (what, p, want) in cases {
+            let got = values_of(margins(&meta, &tv, p).unwrap());
+            assert_eq!(got.is_some(), want.is_some(), "{what}: margins or none");
+            for (c, (a, w)) in got.iter().flatten().zip(want.iter().flatten()).enumerate() {
+                close(
+                    &format!("{what} bound={bound:?}: q[{c}]"),
+                    *a as f64,
+                    *w,
+                    1e-5,
+                );
+            }
+        }
+    }
+    // The loss with the anchored margins, against the CPU dynamic loss.
+    let z = rng.vec(b * classes);
+    let zt = Var::constant(Tensor::from_f32(&g, &[b, classes], &z).unwrap());
+    let z64: Vec<f64> = z.iter().map(|&v| v as f64).collect();
+    let lab_v = rng.labels(b, classes as u32);
+    let bin_v = rng.labels(b, bins as u32);
+    let labels = Tensor::from_u32(&g, &[b], &lab_v).unwrap();
+    let bins_t = Tensor::from_u32(&g, &[b], &bin_v).unwrap();
+    let yhat = pseudo_labels(zt.value(), Pseudo::HardGumbel(5)).unwrap();
+    let yv: Vec<f64> = yhat
+        .to_f32_vec()
+        .unwrap()
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
+    let batch = MetaBatch {
+        x: zt.value(),
+        labels: &labels,
+        bins: &bins_t,
+        meta_x: zt.value(),
+        meta_labels: &labels,
+    };
+    let loss = classifier_loss(
+        &meta,
+        &tv,
+        &zt,
+        &batch,
+        &yhat,
+        parts(true, None, None, Some(&prior)),
+    )
+    .unwrap()
+    .value()
+    .item()
+    .unwrap();
+    let table = cpu::corrector_table(&values, bins);
+    let gs: Vec<f64> = bin_v
+        .iter()
+        .zip(&lab_v)
+        .map(|(&r, &y)| table[r as usize][y as usize])
+        .collect();
+    let ystar = cpu::corrected_labels(&gs, &lab_v, &yv, classes);
+    let q: Vec<f64> = raw_q.iter().zip(&log_n).map(|(q, l)| q + l).collect();
+    let want = cpu::mean(&cpu::soft_cross_entropy(&z64, &ystar, Some(&q), classes));
+    close("anchored dynamic loss", loss as f64, want, 1e-5);
+    // Without the anchor the loss differs by far more than rounding: the anchor is used.
+    let plain = classifier_loss(
+        &meta,
+        &tv,
+        &zt,
+        &batch,
+        &yhat,
+        parts(true, None, None, None),
+    )
+    .unwrap()
+    .value()
+    .item()
+    .unwrap();
+    assert!((plain - loss).abs() > 0.1, "anchored {loss}, plain {plain}");
+}
+
 /// Hard Gumbel-softmax pseudo-labels (tau 1): one-hot rows, the same for the same seed, other
 /// draws for other seeds, and each class drawn with its softmax probability (the Gumbel-max
 /// property: a sign error in the noise, or a temperature other than 1, changes the
@@ -491,6 +627,7 @@ fn meta_loss_is_the_loss_after_a_real_sgd_step() {
         generator: true,
         fixed_margins: None,
         margin_bound: Some(2.0),
+        anchor: None,
     };
     let (lr, momentum, wd) = (0.1f32, 0.9f32, 5e-4f32);
     let opt = VirtualSgd {

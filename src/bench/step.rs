@@ -90,6 +90,7 @@ const PARTS: MetaParts = MetaParts {
     generator: true,
     fixed_margins: None,
     margin_bound: None,
+    anchor: None,
 };
 
 impl StepRig {

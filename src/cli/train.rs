@@ -129,6 +129,9 @@ pub struct TrainArgs {
     /// dl stabiliser: scale the meta step by the classifier's lr / peak lr
     #[arg(long)]
     meta_lr_follows_classifier: bool,
+    /// dl variant: margins = log class counts + the generator's output (start at Balanced Softmax)
+    #[arg(long)]
+    anchor_margins: bool,
     /// dl stabiliser: bound the margins softly to (-B, B)
     #[arg(long, allow_negative_numbers = true)]
     margin_bound: Option<f32>,
@@ -193,7 +196,7 @@ fn apply_flags(a: &TrainArgs, base: TrainConfig) -> TrainConfig {
     set!(c; train_limit, test_limit, lr_schedule);
     set!(c.dl; warmup_epochs, bins, meta_lr, meta_layers, margin_bound, meta_stop);
     switch!(c.dl; no_label_corrector, no_margin_generator, balanced_softmax, vector_meta);
-    switch!(c.dl; naive_sampling, meta_lr_follows_classifier);
+    switch!(c.dl; naive_sampling, meta_lr_follows_classifier, anchor_margins);
     c
 }
 

@@ -74,6 +74,25 @@ pub struct MetaParts<'a> {
     pub fixed_margins: Option<&'a Tensor>,
     /// Soft bound B on the generated margins: q -> B tanh(q / B).
     pub margin_bound: Option<f32>,
+    /// Added to the generated margins (the "anchored margins" variant: log class counts, so
+    /// the generator learns a residual around Balanced Softmax's margins).
+    pub anchor: Option<&'a Tensor>,
+}
+
+/// The margins q the classifier's loss adds to its logits under the meta net `theta`: the
+/// generator's (bounded, plus the anchor if any), the fixed ones, or none.
+pub fn margins(meta: &MetaNet, theta: &[Var], parts: MetaParts) -> Result<Option<Var>> {
+    Ok(match (parts.generator, parts.fixed_margins) {
+        (true, _) => {
+            let q = meta.bounded_margins(theta, parts.margin_bound)?;
+            Some(match parts.anchor {
+                Some(a) => ag::add(&q, &Var::constant(a.clone()))?,
+                None => q,
+            })
+        }
+        (false, Some(m)) => Some(Var::constant(m.clone())),
+        (false, None) => None,
+    })
 }
 
 /// The classifier's loss under the meta net `theta`: mean soft-label CE of `logits` against
@@ -95,11 +114,7 @@ pub fn classifier_loss(
             yhat.shape()[1],
         )?)
     };
-    let q = match (parts.generator, parts.fixed_margins) {
-        (true, _) => Some(meta.bounded_margins(theta, parts.margin_bound)?),
-        (false, Some(m)) => Some(Var::constant(m.clone())),
-        (false, None) => None,
-    };
+    let q = margins(meta, theta, parts)?;
     dynamic_loss(logits, &ystar, q.as_ref())
 }
 

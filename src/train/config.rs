@@ -139,6 +139,9 @@ pub struct DlConfig {
     pub meta_layers: Option<usize>,
     /// Stabiliser: scale the meta net's Adam step by lr_t / lr_max of the classifier.
     pub meta_lr_follows_classifier: bool,
+    /// Variant: the generated margins are a residual added to the log class counts, so the
+    /// method starts from Balanced Softmax's margins.
+    pub anchor_margins: bool,
     /// Stabiliser: clamp margins to [-B, B].
     pub margin_bound: Option<f32>,
     /// Stabiliser: stop meta updates after this fraction of the epochs.
@@ -158,6 +161,7 @@ impl Default for DlConfig {
             naive_sampling: false,
             meta_layers: None,
             meta_lr_follows_classifier: false,
+            anchor_margins: false,
             margin_bound: None,
             meta_stop: None,
         }
@@ -362,6 +366,12 @@ impl TrainConfig {
             if d.no_label_corrector && d.no_margin_generator {
                 return bad("--no-label-corrector with --no-margin-generator leaves no meta net: use --method ce".into());
             }
+            if d.anchor_margins && d.no_margin_generator {
+                return bad(
+                    "--anchor-margins anchors the generated margins: it needs the margin generator (drop --no-margin-generator)"
+                        .into(),
+                );
+            }
             if d.balanced_softmax && !d.no_margin_generator {
                 return bad(
                     "--balanced-softmax replaces the margin generator: add --no-margin-generator"
@@ -431,5 +441,35 @@ mod tests {
                 .unwrap_err()
                 .contains("--meta-lr")
         );
+    }
+
+    #[test]
+    fn meta_net_combinations_that_cannot_work_are_refused_by_flag() {
+        let mut cfg = TrainConfig {
+            method: Method::Dl,
+            ..TrainConfig::default()
+        };
+        cfg.dl.warmup_epochs = 1;
+        assert!(cfg.validate().is_ok());
+        cfg.dl.anchor_margins = true;
+        assert!(
+            cfg.validate().is_ok(),
+            "anchored margins with the generator"
+        );
+        cfg.dl.no_margin_generator = true;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--anchor-margins") && e.contains("--no-margin-generator"),
+            "{e}"
+        );
+        cfg.dl.anchor_margins = false;
+        cfg.dl.balanced_softmax = true;
+        assert!(
+            cfg.validate().is_ok(),
+            "Balanced Softmax margins with the corrector"
+        );
+        cfg.dl.no_margin_generator = false;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("--balanced-softmax"), "{e}");
     }
 }

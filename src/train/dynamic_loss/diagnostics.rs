@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{DynamicLoss, MetaOutcome};
 use crate::autograd as ag;
+use crate::dynloss::meta_step::margins;
 use crate::dynloss::ranking::Ranking;
 use crate::error::{Error, Result};
 use crate::train::method::EpochEnv;
@@ -62,8 +63,10 @@ impl DynamicLoss {
         let c = data.train.classes;
         let tv = self.theta_consts();
         let g = ag::no_grad(|| self.meta.label_weight_table(&tv))?.to_f32_vec()?;
+        // The margins the loss adds (the generator's, with the anchor if any).
         let q: Vec<f64> = if self.parts().generator {
-            ag::no_grad(|| self.meta.bounded_margins(&tv, self.settings.margin_bound))?
+            ag::no_grad(|| margins(&self.meta, &tv, self.parts()))?
+                .expect("the generator gives margins")
                 .value()
                 .to_f32_vec()?
                 .iter()

@@ -13,7 +13,7 @@ use crate::data::mix64;
 use crate::data::views::View;
 use crate::dynloss::meta_net::{MetaNet, corrected_labels};
 use crate::dynloss::meta_step::{
-    MetaBatch, MetaParts, Pseudo, VirtualSgd, classifier_loss, gumbel_argmax, last_layers,
+    MetaBatch, MetaParts, Pseudo, VirtualSgd, classifier_loss, gumbel_argmax, last_layers, margins,
     meta_gradient, one_hot_rows, pseudo_labels,
 };
 use crate::dynloss::ranking::{MetaSplit, Ranking, hierarchical_split, rank};
@@ -38,6 +38,7 @@ pub struct DynamicLoss {
     adam: Adam,
     virtual_params: Vec<usize>,
     fixed_margins: Option<Tensor>,
+    anchor: Option<Tensor>,
     bins: usize,
     history: Vec<DlDiagnostics>,
     counts: Vec<usize>,
@@ -78,11 +79,9 @@ impl DynamicLoss {
         let meta = MetaNet::new(bins, classes, d.vector_meta);
         let theta = meta.init(gpu, cfg.seed ^ 0x5EED)?;
         let adam = Adam::new(&theta, d.meta_lr, 0.0);
-        let fixed_margins = if d.balanced_softmax {
-            Some(log_counts(gpu, labels, classes)?)
-        } else {
-            None
-        };
+        let prior = || log_counts(gpu, labels, classes);
+        let fixed_margins = d.balanced_softmax.then(prior).transpose()?;
+        let anchor = d.anchor_margins.then(prior).transpose()?;
         Ok(DynamicLoss {
             settings: d.clone(),
             virtual_params: last_layers(&clf.param_names(), d.meta_layers),
@@ -90,6 +89,7 @@ impl DynamicLoss {
             theta,
             adam,
             fixed_margins,
+            anchor,
             bins,
             history: Vec::new(),
             counts: crate::data::count_labels(labels, classes),
@@ -102,6 +102,7 @@ impl DynamicLoss {
             generator: !self.settings.no_margin_generator,
             fixed_margins: self.fixed_margins.as_ref(),
             margin_bound: self.settings.margin_bound,
+            anchor: self.anchor.as_ref(),
         }
     }
 
@@ -398,15 +399,7 @@ impl DynamicLoss {
             .map(|i| split.meta[i])
             .collect();
         let loader = env.data.loader(order, env.cfg.augment, epoch, 3)?;
-        let q = match (self.parts().generator, &self.fixed_margins) {
-            (true, _) => Some(
-                self.meta
-                    .bounded_margins(&self.theta_consts(), self.settings.margin_bound)?
-                    .detach(),
-            ),
-            (false, Some(m)) => Some(Var::constant(m.clone())),
-            _ => None,
-        };
+        let q = margins(&self.meta, &self.theta_consts(), self.parts())?.map(|q| q.detach());
         for batch in loader {
             if batch.labels.len() < 2 {
                 continue;
