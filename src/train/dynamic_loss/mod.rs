@@ -299,16 +299,19 @@ impl DynamicLoss {
             let [virtual_seed, real_seed] = gumbel_seeds(cfg.seed, epoch, it);
             let yhat = if meta_active {
                 let pseudo = Pseudo::HardGumbel(virtual_seed);
-                let (logits, meta_loss) = self.meta_step(clf, &up, pseudo, epoch)?;
+                let (logits, virtual_yhat, meta_loss) = self.meta_step(clf, &up, pseudo, epoch)?;
                 meta_sum += meta_loss;
                 meta_n += 1;
-                // The real step's own sample from the same weak logits (the virtual step's
-                // sample is redrawn here from its seed only to count the agreement).
+                // The real step's own sample from the same weak logits, compared with the
+                // sample the virtual step actually used.
                 let c = logits.shape()[1];
-                let host = logits.to_f32_vec()?;
-                let real = gumbel_argmax(&host, c, real_seed);
-                let virt = gumbel_argmax(&host, c, virtual_seed);
-                agree += real.iter().zip(&virt).filter(|(a, b)| a == b).count();
+                let real = gumbel_argmax(&logits.to_f32_vec()?, c, real_seed);
+                let virt = virtual_yhat.to_f32_vec()?;
+                agree += real
+                    .iter()
+                    .zip(virt.chunks(c))
+                    .filter(|&(&j, row)| row[j] == 1.0)
+                    .count();
                 drawn += real.len();
                 one_hot_rows(env.gpu, &real, c)?
             } else {
@@ -342,14 +345,14 @@ impl DynamicLoss {
 
     /// The meta step: the meta gradient through a virtual SGD step of `clf` at its current
     /// learning rate, then one Adam step on the meta net. Returns the weak-view logits its
-    /// pseudo-labels were drawn from and the meta loss.
+    /// pseudo-labels were drawn from, those pseudo-labels and the meta loss.
     fn meta_step(
         &mut self,
         clf: &Classifier,
         up: &Uploaded,
         pseudo: Pseudo,
         epoch: usize,
-    ) -> Result<(Tensor, f64)> {
+    ) -> Result<(Tensor, Tensor, f64)> {
         let lr = clf.lr();
         let opt = VirtualSgd {
             lr,
@@ -381,7 +384,7 @@ impl DynamicLoss {
             self.adam.lr = self.settings.meta_lr * lr / clf.peak_lr();
         }
         self.adam.update(&self.theta, &mg.grads)?;
-        Ok((mg.logits, meta_loss))
+        Ok((mg.logits, mg.yhat, meta_loss))
     }
 
     /// After each meta epoch: one pass over the meta set with cross-entropy on its given
@@ -516,8 +519,8 @@ impl TrainingMethod for DynamicLoss {
 struct MetaOutcome {
     /// Mean meta loss over the epoch's meta steps.
     meta_loss: Option<f64>,
-    /// Share of pseudo-labels on which the real step's fresh sample equals the virtual
-    /// step's, percent.
+    /// Share of pseudo-labels on which the real step's fresh sample equals the one the
+    /// virtual step used, percent.
     gumbel_agreement: Option<f64>,
     /// Samples in the epoch's training order.
     trained: usize,
