@@ -297,27 +297,30 @@ impl DynamicLoss {
                 bins: Self::bins_tensor(env, ranking, &wb.indices)?,
             };
             let [virtual_seed, real_seed] = gumbel_seeds(cfg.seed, epoch, it);
-            let yhat = if meta_active {
+            let (yhat, virtual_yhat) = if meta_active {
                 let pseudo = Pseudo::HardGumbel(virtual_seed);
                 let (logits, virtual_yhat, meta_loss) = self.meta_step(clf, &up, pseudo, epoch)?;
                 meta_sum += meta_loss;
                 meta_n += 1;
-                // The real step's own sample from the same weak logits, compared with the
-                // sample the virtual step actually used.
+                // The real step's own sample from the same weak logits.
                 let c = logits.shape()[1];
                 let real = gumbel_argmax(&logits.to_f32_vec()?, c, real_seed);
-                let virt = virtual_yhat.to_f32_vec()?;
-                agree += real
-                    .iter()
-                    .zip(virt.chunks(c))
-                    .filter(|&(&j, row)| row[j] == 1.0)
-                    .count();
-                drawn += real.len();
-                one_hot_rows(env.gpu, &real, c)?
+                (one_hot_rows(env.gpu, &real, c)?, Some(virtual_yhat))
             } else {
                 let logits = clf.logits(&up.weak, Mode::Train)?;
-                pseudo_labels(&logits, Pseudo::HardGumbel(real_seed))?
+                (pseudo_labels(&logits, Pseudo::HardGumbel(real_seed))?, None)
             };
+            if let Some(v) = virtual_yhat {
+                // The pseudo-labels the real step is given against those the virtual step used.
+                let (real, virt) = (yhat.to_f32_vec()?, v.to_f32_vec()?);
+                let c = yhat.shape()[1];
+                agree += real
+                    .chunks(c)
+                    .zip(virt.chunks(c))
+                    .filter(|(a, b)| a == b)
+                    .count();
+                drawn += real.len() / c;
+            }
             // Real step: strong view, the updated meta net, no graph through it.
             let tv = self.theta_consts();
             let batch = up.meta_batch();
