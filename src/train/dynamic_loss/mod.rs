@@ -298,24 +298,30 @@ impl DynamicLoss {
                 bins: Self::bins_tensor(env, ranking, &wb.indices)?,
             };
             let [virtual_seed, real_seed] = gumbel_seeds(cfg.seed, epoch, it);
-            let yhat = if meta_active {
+            let (yhat, virtual_yhat) = if meta_active {
                 let pseudo = Pseudo::HardGumbel(virtual_seed);
-                let (logits, meta_loss) = self.meta_step(clf, &up, pseudo, epoch)?;
+                let (logits, virtual_yhat, meta_loss) = self.meta_step(clf, &up, pseudo, epoch)?;
                 meta_sum += meta_loss;
                 meta_n += 1;
-                // The real step's own sample from the same weak logits (the virtual step's
-                // sample is redrawn here from its seed only to count the agreement).
+                // The real step's own sample from the same weak logits.
                 let c = logits.shape()[1];
-                let host = logits.to_f32_vec()?;
-                let real = gumbel_argmax(&host, c, real_seed);
-                let virt = gumbel_argmax(&host, c, virtual_seed);
-                agree += real.iter().zip(&virt).filter(|(a, b)| a == b).count();
-                drawn += real.len();
-                one_hot_rows(env.gpu, &real, c)?
+                let real = gumbel_argmax(&logits.to_f32_vec()?, c, real_seed);
+                (one_hot_rows(env.gpu, &real, c)?, Some(virtual_yhat))
             } else {
                 let logits = clf.logits(&up.weak, Mode::Train)?;
-                pseudo_labels(&logits, Pseudo::HardGumbel(real_seed))?
+                (pseudo_labels(&logits, Pseudo::HardGumbel(real_seed))?, None)
             };
+            if let Some(v) = virtual_yhat {
+                // The pseudo-labels the real step is given against those the virtual step used.
+                let (real, virt) = (yhat.to_f32_vec()?, v.to_f32_vec()?);
+                let c = yhat.shape()[1];
+                agree += real
+                    .chunks(c)
+                    .zip(virt.chunks(c))
+                    .filter(|(a, b)| a == b)
+                    .count();
+                drawn += real.len() / c;
+            }
             // Real step: strong view, the updated meta net, no graph through it.
             let tv = self.theta_consts();
             let batch = up.meta_batch();
@@ -343,14 +349,14 @@ impl DynamicLoss {
 
     /// The meta step: the meta gradient through a virtual SGD step of `clf` at its current
     /// learning rate, then one Adam step on the meta net. Returns the weak-view logits its
-    /// pseudo-labels were drawn from and the meta loss.
+    /// pseudo-labels were drawn from, those pseudo-labels and the meta loss.
     fn meta_step(
         &mut self,
         clf: &Classifier,
         up: &Uploaded,
         pseudo: Pseudo,
         epoch: usize,
-    ) -> Result<(Tensor, f64)> {
+    ) -> Result<(Tensor, Tensor, f64)> {
         let lr = clf.lr();
         let opt = VirtualSgd {
             lr,
@@ -382,7 +388,7 @@ impl DynamicLoss {
             self.adam.lr = self.settings.meta_lr * lr / clf.peak_lr();
         }
         self.adam.update(&self.theta, &mg.grads)?;
-        Ok((mg.logits, meta_loss))
+        Ok((mg.logits, mg.yhat, meta_loss))
     }
 
     /// After each meta epoch: one pass over the meta set with cross-entropy on its given
@@ -509,8 +515,8 @@ impl TrainingMethod for DynamicLoss {
 struct MetaOutcome {
     /// Mean meta loss over the epoch's meta steps.
     meta_loss: Option<f64>,
-    /// Share of pseudo-labels on which the real step's fresh sample equals the virtual
-    /// step's, percent.
+    /// Share of pseudo-labels on which the real step's fresh sample equals the one the
+    /// virtual step used, percent.
     gumbel_agreement: Option<f64>,
     /// Samples in the epoch's training order.
     trained: usize,
