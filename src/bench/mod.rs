@@ -9,11 +9,12 @@ pub use step::{StepBench, StepRow, format_profile, format_steps, profile_step, r
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::gpu::Gpu;
+use crate::gpu::{ConvAlgo, Gpu};
 use crate::tensor::Tensor;
 use crate::tensor::conv::{ConvGeom, conv2d, conv2d_input_grad, conv2d_weight_grad};
 use crate::tensor::matmul::matmul;
 use crate::tensor::sort::segmented_sort;
+use crate::tensor::winograd::{self, Tile};
 
 /// One measured line of the table.
 #[derive(Debug, Clone)]
@@ -123,6 +124,9 @@ pub fn run_kernels(gpu: &Gpu, cfg: &KernelBench) -> Result<Vec<BenchRow>> {
         });
     }
     drop((a, b));
+    // The plain rows time the direct kernels; the Winograd rows call it explicitly.
+    let algo = gpu.conv_algo();
+    gpu.set_conv_algo(ConvAlgo::Direct);
     for (ci, co, side, stride) in RESNET32_CONVS {
         let g = ConvGeom { stride, pad: 1 };
         let o = g.out_size(side, 3).expect("3x3 fits");
@@ -143,7 +147,32 @@ pub fn run_kernels(gpu: &Gpu, cfg: &KernelBench) -> Result<Vec<BenchRow>> {
                 Box::new(|| conv2d_weight_grad(&x, &dy, (3, 3), g).map(|_| ())),
             ),
         ];
-        for (name, f) in dirs {
+        let mut wino: Vec<(&str, Run)> = Vec::new();
+        if winograd::applies((3, 3), stride, 1) {
+            for (tile, fwd, bwd) in [
+                (
+                    Tile::F2,
+                    "conv forward, winograd F2",
+                    "conv input-grad, winograd F2",
+                ),
+                (
+                    Tile::F4,
+                    "conv forward, winograd F4",
+                    "conv input-grad, winograd F4",
+                ),
+            ] {
+                let (x, w, dy) = (&x, &w, &dy);
+                wino.push((
+                    fwd,
+                    Box::new(move || winograd::conv2d(x, w, 1, tile).map(|_| ())),
+                ));
+                wino.push((
+                    bwd,
+                    Box::new(move || winograd::conv2d_input_grad(dy, w, 1, tile).map(|_| ())),
+                ));
+            }
+        }
+        for (name, f) in dirs.into_iter().chain(wino) {
             let t = median_secs(gpu, cfg.reps, f)?;
             rows.push(BenchRow {
                 name: name.into(),
@@ -154,6 +183,7 @@ pub fn run_kernels(gpu: &Gpu, cfg: &KernelBench) -> Result<Vec<BenchRow>> {
             });
         }
     }
+    gpu.set_conv_algo(algo);
     for classes in [10u32, 100] {
         let k = cfg.sort_keys;
         let labels: Vec<u32> = (0..k as u32)

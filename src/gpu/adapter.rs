@@ -9,6 +9,8 @@ pub struct AdapterRequest {
     pub backend: Option<String>,
     /// Case-insensitive substring of the adapter name.
     pub adapter: Option<String>,
+    /// Convolution algorithm; `None` keeps `DYNLOSS_CONV` or auto.
+    pub conv: Option<super::ConvAlgo>,
 }
 
 /// The limits the kernels rely on, with the minimum each needs: WebGPU's defaults, which every

@@ -142,6 +142,31 @@ struct GpuInner {
     submits: Cell<u64>,
     trace: bool,
     checked: bool,
+    conv_algo: Cell<ConvAlgo>,
+}
+
+/// Which algorithm runs 3x3 stride-1 convolutions (forward and input gradient).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConvAlgo {
+    /// Winograd F(2x2, 3x3) where the benchmarks found it faster, direct elsewhere.
+    #[default]
+    Auto,
+    /// Always the direct kernels.
+    Direct,
+    /// Winograd wherever it applies and its buffers fit the device.
+    Winograd,
+}
+
+impl ConvAlgo {
+    /// The algorithm named `s` (auto, direct, winograd).
+    pub fn parse(s: &str) -> Option<ConvAlgo> {
+        match s {
+            "auto" => Some(ConvAlgo::Auto),
+            "direct" => Some(ConvAlgo::Direct),
+            "winograd" => Some(ConvAlgo::Winograd),
+            _ => None,
+        }
+    }
 }
 
 /// A handle to the GPU: cheap to clone, single-threaded.
@@ -180,7 +205,11 @@ impl Gpu {
     /// Opens the adapter `req` selects and creates a device on it.
     pub fn new(req: &AdapterRequest) -> Result<Gpu> {
         let adapter = adapter::select(req)?;
-        Self::from_adapter(adapter)
+        let gpu = Self::from_adapter(adapter)?;
+        if let Some(algo) = req.conv {
+            gpu.set_conv_algo(algo);
+        }
+        Ok(gpu)
     }
 
     /// Opens the default adapter (flags empty; env vars honoured).
@@ -215,6 +244,14 @@ impl Gpu {
             mapped_at_creation: false,
         });
         let flag = |name: &str| std::env::var(name).is_ok_and(|v| v != "0" && !v.is_empty());
+        let conv_algo = match std::env::var("DYNLOSS_CONV") {
+            Ok(v) => ConvAlgo::parse(&v).ok_or_else(|| {
+                Error::Config(format!(
+                    "DYNLOSS_CONV={v}: expected auto, direct or winograd"
+                ))
+            })?,
+            Err(_) => ConvAlgo::Auto,
+        };
         Ok(Gpu(Rc::new(GpuInner {
             device,
             queue,
@@ -231,7 +268,18 @@ impl Gpu {
             submits: Cell::new(0),
             trace: flag("DYNLOSS_TRACE"),
             checked: flag("DYNLOSS_SHADER_CHECKS"),
+            conv_algo: Cell::new(conv_algo),
         })))
+    }
+
+    /// The convolution algorithm in use (`DYNLOSS_CONV`, `--conv`, or auto).
+    pub fn conv_algo(&self) -> ConvAlgo {
+        self.0.conv_algo.get()
+    }
+
+    /// Chooses the convolution algorithm from now on.
+    pub fn set_conv_algo(&self, algo: ConvAlgo) {
+        self.0.conv_algo.set(algo);
     }
 
     /// The adapter's identity.

@@ -22,6 +22,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("sort", include_str!("../../shaders/sort.wgsl")),
     ("index", include_str!("../../shaders/index.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
+    ("winograd", include_str!("../../shaders/winograd.wgsl")),
 ];
 
 /// The WGSL source of family `name`.

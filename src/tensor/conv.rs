@@ -1,10 +1,11 @@
 //! 2-D convolution as implicit GEMM: forward, input gradient and weight gradient.
 //! The three form a closed family: each one's derivatives are the other two.
 
+use super::winograd::Tile;
 use super::{DType, Tensor, ensure, fits_u32, launch_noted, reduce};
 use crate::error::{Result, shape_err};
 use crate::gpu::shaders::KernelVariant;
-use crate::gpu::{Kernel, kernel_params};
+use crate::gpu::{ConvAlgo, Gpu, Kernel, kernel_params};
 
 /// Stride and zero padding of a convolution (the same in both spatial dimensions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,6 +300,9 @@ pub fn conv2d(x: &Tensor, w: &Tensor, g: ConvGeom) -> Result<Tensor> {
         ));
     };
     let d = Dims::new(xs, ws[0], (oh, ow), (ws[2], ws[3]));
+    if let Some(tile) = winograd_tile(x.gpu(), &d, g) {
+        return super::winograd::conv2d(x, w, g.pad, tile);
+    }
     pixel_pass(PixelPass::Forward, OP, x, w, d, g)
 }
 
@@ -326,7 +330,28 @@ pub fn conv2d_input_grad(
         (ys[2], ys[3]),
         (ws[2], ws[3]),
     );
+    if let Some(tile) = winograd_tile(dy.gpu(), &d, g) {
+        return super::winograd::conv2d_input_grad(dy, w, g.pad, tile);
+    }
     pixel_pass(PixelPass::InputGrad, OP, dy, w, d, g)
+}
+
+/// The Winograd tile the forward pass or input gradient of convolution `d` runs with, or
+/// `None` for the direct kernels: a 3x3 stride-1 kernel whose transformed tiles fit one
+/// storage binding, when the GPU's [`ConvAlgo`] asks for it (auto: where `bench kernels`
+/// measured it faster; forced: F(4x4, 3x3)).
+fn winograd_tile(gpu: &Gpu, d: &Dims, g: ConvGeom) -> Option<Tile> {
+    if !super::winograd::applies((d.kh, d.kw), g.stride, g.pad) {
+        return None;
+    }
+    let tile = match gpu.conv_algo() {
+        ConvAlgo::Direct => None,
+        ConvAlgo::Winograd => Some(Tile::F4),
+        ConvAlgo::Auto => super::winograd::pays(d.ci, d.co, (d.oh, d.ow)),
+    }?;
+    let binding = gpu.device().limits().max_storage_buffer_binding_size as usize;
+    let bytes = super::winograd::largest_buffer(tile, d.n, d.ci.max(d.co), (d.oh, d.ow));
+    (bytes <= binding).then_some(tile)
 }
 
 /// Gradient of conv2d with respect to its weight: x [N,Ci,H,W], dy [N,Co,OH,OW], kernel size

@@ -25,6 +25,7 @@ pub fn all() -> Vec<KernelVariant> {
         super::sort::kernels(),
         super::index::kernels(),
         super::optim::kernels(),
+        super::winograd::kernels(),
     ];
     let mut seen = HashSet::new();
     lists

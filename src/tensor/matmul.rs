@@ -1,7 +1,7 @@
 //! Matrix products with transposed-operand variants.
 
 use super::{DType, Tensor, ensure, fits_u32};
-use crate::error::Result;
+use crate::error::{Result, shape_err};
 use crate::gpu::shaders::KernelVariant;
 use crate::gpu::{Kernel, kernel_params};
 
@@ -39,6 +39,49 @@ pub fn matmul_acc(
         format!("output {:?} but product is [{m}, {n}]", out.shape())
     })?;
     launch(a, b, out, trans_a, trans_b, true, (m, k, n))
+}
+
+/// `batch` independent products `out[z] = a[z] @ b[z]` (no transposes): a holds `batch`
+/// row-major [M,K] matrices back to back, b [K,N] ones, out [M,N] ones.
+pub(crate) fn matmul_batched(
+    a: &Tensor,
+    b: &Tensor,
+    out: &Tensor,
+    batch: usize,
+    (m, k, n): (usize, usize, usize),
+) -> Result<()> {
+    ensure(
+        a.numel() == batch * m * k && b.numel() == batch * n * k && out.numel() == batch * m * n,
+        "matmul_batched",
+        || {
+            format!(
+                "{batch} x [{m},{k}] x [{k},{n}] from {:?} x {:?}",
+                a.shape(),
+                b.shape()
+            )
+        },
+    )?;
+    if batch == 0 || m == 0 || n == 0 || k == 0 {
+        return Err(shape_err("matmul_batched", "an empty dimension"));
+    }
+    fits_u32("matmul_batched", batch * m * k.max(n))?;
+    let p = MatmulParams {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        batch_stride_a: (m * k) as u32,
+        batch_stride_b: (k * n) as u32,
+        batch_stride_c: (m * n) as u32,
+    };
+    let plain = constants(false, false, false);
+    let kernel = Kernel::with_constants("main", &plain);
+    let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32];
+    super::launch_noted(&kernel, &p, &[a, b, out], groups, || {
+        (
+            format!("matmul {batch}x {m}x{k}x{n}"),
+            2.0 * (batch * m * k * n) as f64,
+        )
+    })
 }
 
 fn dims(a: &Tensor, b: &Tensor, trans_a: bool, trans_b: bool) -> Result<(usize, usize, usize)> {

@@ -12,6 +12,7 @@ pub mod pool;
 pub mod reduce;
 pub mod softmax;
 pub mod sort;
+pub mod winograd;
 
 use std::rc::Rc;
 

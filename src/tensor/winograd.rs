@@ -1,0 +1,197 @@
+//! 3x3 stride-1 convolutions by Winograd's minimal filtering: F(2x2, 3x3) makes 16
+//! multiplications per 2x2 output tile and input channel instead of 36 (2.25x fewer),
+//! F(4x4, 3x3) 36 per 4x4 tile instead of 144 (4x fewer), each at the cost of three
+//! memory-bound transforms around one batched matmul (shaders/winograd.wgsl).
+
+use super::{DType, Tensor, ensure, launch_noted};
+use crate::error::{Result, shape_err};
+use crate::gpu::shaders::KernelVariant;
+use crate::gpu::{Kernel, kernel_params};
+
+kernel_params! {
+    /// Mirrors `Params` in shaders/winograd.wgsl.
+    pub(crate) struct WinogradParams for winograd::Params {
+        n: u32,
+        ci: u32,
+        h: u32,
+        w: u32,
+        co: u32,
+        oh: u32,
+        ow: u32,
+        pad: u32,
+        tiles_h: u32,
+        tiles_w: u32,
+    }
+}
+
+/// The output tile of a Winograd convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tile {
+    /// F(2x2, 3x3): 4x4 transformed tiles.
+    F2,
+    /// F(4x4, 3x3): 6x6 transformed tiles.
+    F4,
+}
+
+impl Tile {
+    /// Output pixels along each side of a tile.
+    pub fn side(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+
+    /// Values of one transformed tile ((side + 2)^2).
+    fn values(self) -> usize {
+        (self.side() + 2).pow(2)
+    }
+
+    /// The entry points' names carry the tile ("input_transform", "input_transform4").
+    fn entry(self, stage: &'static str) -> &'static str {
+        match (self, stage) {
+            (Tile::F2, "input") => "input_transform",
+            (Tile::F2, "filter") => "filter_transform",
+            (Tile::F2, _) => "output_transform",
+            (Tile::F4, "input") => "input_transform4",
+            (Tile::F4, "filter") => "filter_transform4",
+            (Tile::F4, _) => "output_transform4",
+        }
+    }
+}
+
+/// Every variant the launchers here can create.
+pub(super) fn kernels() -> Vec<KernelVariant> {
+    let mut out = Vec::new();
+    for tile in [Tile::F2, Tile::F4] {
+        for stage in ["input", "output"] {
+            out.push(KernelVariant::of(&Kernel::<WinogradParams>::new(
+                tile.entry(stage),
+            )));
+        }
+        for flip in [false, true] {
+            out.push(KernelVariant::of(
+                &Kernel::<WinogradParams>::with_constants(
+                    tile.entry("filter"),
+                    &flip_constant(flip),
+                ),
+            ));
+        }
+    }
+    out
+}
+
+fn flip_constant(flip: bool) -> [(&'static str, f64); 1] {
+    [("FLIP", flip as u32 as f64)]
+}
+
+/// Whether a convolution of kernel `k`, stride `stride` and padding `pad` can run here.
+pub fn applies(k: (usize, usize), stride: usize, pad: usize) -> bool {
+    k == (3, 3) && stride == 1 && pad <= 2
+}
+
+/// Bytes of the largest buffer a convolution with `tile` over `n` images of an `oh` x `ow`
+/// output plane with at most `channels` channels on either side needs.
+pub fn largest_buffer(tile: Tile, n: usize, channels: usize, (oh, ow): (usize, usize)) -> usize {
+    let m = tile.side();
+    4 * tile.values() * channels * n * oh.div_ceil(m) * ow.div_ceil(m)
+}
+
+/// The tile that beats the direct kernels on a CPU driver for this shape, if any (measured
+/// with `bench kernels`; see docs/benchmarks.md).
+pub fn pays(ci: usize, co: usize, (oh, ow): (usize, usize)) -> Option<Tile> {
+    (ci >= 16 && co >= 16 && oh >= 4 && ow >= 4).then_some(Tile::F4)
+}
+
+/// The same as `conv::conv2d(x, w, ConvGeom { stride: 1, pad })` for a 3x3 `w` [K,C,3,3]
+/// and x [N,C,H,W]; returns [N,K,H+2pad-2,W+2pad-2].
+pub fn conv2d(x: &Tensor, w: &Tensor, pad: usize, tile: Tile) -> Result<Tensor> {
+    const OP: &str = "winograd conv2d";
+    let (xs, ws) = (x.expect_rank(OP, 4)?, w.expect_rank(OP, 4)?);
+    ensure(ws[2..] == [3, 3] && pad <= 2, OP, || {
+        format!("needs a 3x3 kernel and padding <= 2, got {ws:?} and {pad}")
+    })?;
+    ensure(xs[1] == ws[1], OP, || {
+        format!(
+            "input {xs:?} has {} channels, weight {ws:?} expects {}",
+            xs[1], ws[1]
+        )
+    })?;
+    run(x, w, ws[0], pad, false, tile)
+}
+
+/// The same as `conv::conv2d_input_grad(dy, w, (h, w), ConvGeom { stride: 1, pad })` for a
+/// 3x3 `w` [K,C,3,3]: the convolution of dy [N,K,OH,OW] with w rotated by 180 degrees and its
+/// channel axes swapped, padded by 2 - pad; returns [N,C,H,W].
+pub fn conv2d_input_grad(dy: &Tensor, w: &Tensor, pad: usize, tile: Tile) -> Result<Tensor> {
+    const OP: &str = "winograd conv2d_input_grad";
+    let (ds, ws) = (dy.expect_rank(OP, 4)?, w.expect_rank(OP, 4)?);
+    ensure(ws[2..] == [3, 3] && pad <= 2, OP, || {
+        format!("needs a 3x3 kernel and padding <= 2, got {ws:?} and {pad}")
+    })?;
+    ensure(ds[1] == ws[0], OP, || {
+        format!(
+            "gradient {ds:?} has {} channels, weight {ws:?} gives {}",
+            ds[1], ws[0]
+        )
+    })?;
+    run(dy, w, ws[1], 2 - pad, true, tile)
+}
+
+/// Input transform, filter transform, 16 products, output transform: `src` [N,C,H,W] with
+/// the filter read from `w` (rotated and transposed when `flip`) into `co` channels.
+fn run(src: &Tensor, w: &Tensor, co: usize, pad: usize, flip: bool, tile: Tile) -> Result<Tensor> {
+    const OP: &str = "winograd";
+    let s = src.shape();
+    let (n, ci, h, wd) = (s[0], s[1], s[2], s[3]);
+    let (oh, ow) = (h + 2 * pad - 2, wd + 2 * pad - 2);
+    if n == 0 || ci == 0 || co == 0 || oh == 0 || ow == 0 {
+        return Err(shape_err(OP, format!("empty convolution of {s:?}")));
+    }
+    let m = tile.side();
+    let values = tile.values();
+    let (th, tw) = (oh.div_ceil(m), ow.div_ceil(m));
+    let tiles = n * th * tw;
+    super::fits_u32(OP, values * tiles * ci.max(co))?;
+    let gpu = src.gpu();
+    let p = WinogradParams {
+        n: n as u32,
+        ci: ci as u32,
+        h: h as u32,
+        w: wd as u32,
+        co: co as u32,
+        oh: oh as u32,
+        ow: ow as u32,
+        pad: pad as u32,
+        tiles_h: th as u32,
+        tiles_w: tw as u32,
+    };
+    let label = |stage: &str| format!("winograd F{m} {stage} {ci}->{co} {h}x{wd}");
+    let v = Tensor::empty(gpu, &[values, ci, tiles], DType::F32);
+    launch_noted(
+        &Kernel::new(tile.entry("input")),
+        &p,
+        &[src, &v],
+        [tiles.div_ceil(64) as u32, ci as u32, 1],
+        || (label("input"), 0.0),
+    )?;
+    let u = Tensor::empty(gpu, &[values, co, ci], DType::F32);
+    launch_noted(
+        &Kernel::with_constants(tile.entry("filter"), &flip_constant(flip)),
+        &p,
+        &[w, &u],
+        [ci.div_ceil(64) as u32, co as u32, 1],
+        || (label("filter"), 0.0),
+    )?;
+    let prod = Tensor::empty(gpu, &[values, co, tiles], DType::F32);
+    super::matmul::matmul_batched(&u, &v, &prod, values, (co, ci, tiles))?;
+    let out = Tensor::empty(gpu, &[n, co, oh, ow], DType::F32);
+    launch_noted(
+        &Kernel::new(tile.entry("output")),
+        &p,
+        &[&prod, &out],
+        [tiles.div_ceil(64) as u32, co as u32, 1],
+        || (label("output"), 0.0),
+    )?;
+    Ok(out)
+}

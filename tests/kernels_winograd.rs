@@ -1,0 +1,254 @@
+//! Winograd F(2x2, 3x3) convolutions against the plain CPU convolution (f64) and beside the
+//! direct kernels, forward and input gradient, on ResNet-like and awkward shapes (odd planes
+//! that leave half tiles, channel counts that are not multiples of 4, every padding 0-2).
+//!
+//! Tolerance per entry: |got - want| <= 1e-5 * S, where S is the sum of |x| |w| over the
+//! entry's window (the size of the terms the sum is made of, so the bound scales with the
+//! problem rather than with a cancelling result). F(2x2, 3x3) adds at most 4 input values in
+//! its input transform and 9 weights (halved) in its filter transform before the products and
+//! 9 products after them, so each term carries about 20 roundings (u = 6e-8): 1.2e-6 of S,
+//! with a margin of 8 for the order of the C-long sums. Both kernels' largest error in units
+//! of S is printed with `--nocapture` (Winograd's is a few times the direct kernel's).
+
+mod common;
+
+use common::{Rng, gpu};
+use dynloss_wgpu::Tensor;
+use dynloss_wgpu::gpu::ConvAlgo;
+use dynloss_wgpu::tensor::conv::{ConvGeom, conv2d, conv2d_input_grad};
+use dynloss_wgpu::tensor::winograd::{self, Tile};
+
+/// Relative tolerances against the sum of absolute terms (see the module comment).
+const TOL_F2: f64 = 1e-5;
+const TOL_F4: f64 = 1e-4;
+const TILES: [(Tile, f64); 2] = [(Tile::F2, TOL_F2), (Tile::F4, TOL_F4)];
+
+/// y = conv(x, w) with stride 1 and padding `pad`, and the matching sums of |x| |w|.
+#[allow(clippy::too_many_arguments)]
+fn cpu_conv(
+    x: &[f32],
+    w: &[f32],
+    (n, ci, h, wd): (usize, usize, usize, usize),
+    co: usize,
+    pad: usize,
+) -> (Vec<f64>, Vec<f64>, usize, usize) {
+    let (oh, ow) = (h + 2 * pad - 2, wd + 2 * pad - 2);
+    let mut y = vec![0.0; n * co * oh * ow];
+    let mut s = vec![0.0; n * co * oh * ow];
+    for b in 0..n {
+        for k in 0..co {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let (mut acc, mut abs) = (0.0f64, 0.0f64);
+                    for c in 0..ci {
+                        for a in 0..3 {
+                            for e in 0..3 {
+                                let (r, q) = (
+                                    (i + a) as isize - pad as isize,
+                                    (j + e) as isize - pad as isize,
+                                );
+                                if r < 0 || q < 0 || r >= h as isize || q >= wd as isize {
+                                    continue;
+                                }
+                                let xv =
+                                    x[((b * ci + c) * h + r as usize) * wd + q as usize] as f64;
+                                let wv = w[((k * ci + c) * 3 + a) * 3 + e] as f64;
+                                acc += xv * wv;
+                                abs += (xv * wv).abs();
+                            }
+                        }
+                    }
+                    let o = ((b * co + k) * oh + i) * ow + j;
+                    y[o] = acc;
+                    s[o] = abs;
+                }
+            }
+        }
+    }
+    (y, s, oh, ow)
+}
+
+/// The largest |got - want| / S over all entries; fails beyond the tolerance.
+fn check(what: &str, got: &Tensor, want: &[f64], scale: &[f64], tol: f64) -> f64 {
+    let got = got.to_f32_vec().unwrap();
+    assert_eq!(got.len(), want.len(), "{what}: size");
+    let mut worst = 0.0f64;
+    for (i, ((g, w), s)) in got.iter().zip(want).zip(scale).enumerate() {
+        let err = (*g as f64 - w).abs();
+        assert!(
+            err <= tol * s + 1e-30,
+            "{what}: entry {i}: {g} vs {w} (terms of size {s})"
+        );
+        if *s > 0.0 {
+            worst = worst.max(err / s);
+        }
+    }
+    worst
+}
+
+/// w [K,C,3,3] as the forward weight of the input gradient: rotated by 180 degrees, channel
+/// axes swapped ([C,K,3,3]).
+fn flipped(w: &[f32], k: usize, c: usize) -> Vec<f32> {
+    let mut out = vec![0.0; w.len()];
+    for a in 0..k {
+        for b in 0..c {
+            for i in 0..3 {
+                for j in 0..3 {
+                    out[((b * k + a) * 3 + i) * 3 + j] =
+                        w[((a * c + b) * 3 + (2 - i)) * 3 + (2 - j)];
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn winograd_forward_and_input_grad_match_the_cpu() {
+    let g = gpu();
+    // The conv entry points as the direct reference beside the explicit Winograd calls.
+    g.set_conv_algo(ConvAlgo::Direct);
+    let mut rng = Rng::new(31);
+    // (n, ci, h, w, co, pad)
+    let cases = [
+        (2, 16, 8, 8, 16, 1),
+        (3, 5, 7, 9, 6, 1),
+        (1, 3, 5, 5, 7, 0),
+        (2, 4, 6, 3, 3, 2),
+        (1, 1, 1, 1, 1, 1),
+        (4, 32, 4, 4, 64, 1),
+    ];
+    for (n, ci, h, wd, co, pad) in cases {
+        let what = format!("n{n} {ci}->{co} {h}x{wd} pad {pad}");
+        let x = rng.vec(n * ci * h * wd);
+        let w = rng.vec(co * ci * 9);
+        let xt = Tensor::from_f32(&g, &[n, ci, h, wd], &x).unwrap();
+        let wt = Tensor::from_f32(&g, &[co, ci, 3, 3], &w).unwrap();
+        let (want, scale, oh, ow) = cpu_conv(&x, &w, (n, ci, h, wd), co, pad);
+        let geom = ConvGeom { stride: 1, pad };
+        let direct = conv2d(&xt, &wt, geom).unwrap();
+        let e_d = check(
+            &format!("{what}: direct forward"),
+            &direct,
+            &want,
+            &scale,
+            TOL_F2,
+        );
+        let mut line = format!("{what}: forward error / S: direct {e_d:.1e}");
+        for (tile, tol) in TILES {
+            let wino = winograd::conv2d(&xt, &wt, pad, tile).unwrap();
+            assert_eq!(wino.shape(), &[n, co, oh, ow], "{what}: shape");
+            let e = check(
+                &format!("{what}: {tile:?} forward"),
+                &wino,
+                &want,
+                &scale,
+                tol,
+            );
+            line += &format!(", {tile:?} {e:.1e}");
+        }
+        println!("{line}");
+
+        // Input gradient: the convolution of dy with the flipped filter, padded by 2 - pad.
+        let dy = rng.vec(n * co * oh * ow);
+        let dyt = Tensor::from_f32(&g, &[n, co, oh, ow], &dy).unwrap();
+        let wf = flipped(&w, co, ci);
+        let (want, scale, gh, gw) = cpu_conv(&dy, &wf, (n, co, oh, ow), ci, 2 - pad);
+        assert_eq!((gh, gw), (h, wd), "{what}: input-gradient plane");
+        let direct = conv2d_input_grad(&dyt, &wt, (h, wd), geom).unwrap();
+        let e_d = check(
+            &format!("{what}: direct input grad"),
+            &direct,
+            &want,
+            &scale,
+            TOL_F2,
+        );
+        let mut line = format!("{what}: input-grad error / S: direct {e_d:.1e}");
+        for (tile, tol) in TILES {
+            let wino = winograd::conv2d_input_grad(&dyt, &wt, pad, tile).unwrap();
+            assert_eq!(
+                wino.shape(),
+                &[n, ci, h, wd],
+                "{what}: input-gradient shape"
+            );
+            let e = check(
+                &format!("{what}: {tile:?} input grad"),
+                &wino,
+                &want,
+                &scale,
+                tol,
+            );
+            line += &format!(", {tile:?} {e:.1e}");
+        }
+        println!("{line}");
+    }
+}
+
+#[test]
+fn winograd_refuses_what_it_cannot_compute() {
+    let g = gpu();
+    let x = Tensor::from_f32(&g, &[1, 2, 4, 4], &[0.5; 32]).unwrap();
+    let w5 = Tensor::from_f32(&g, &[2, 2, 5, 5], &[0.5; 100]).unwrap();
+    let e = winograd::conv2d(&x, &w5, 1, Tile::F2)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("3x3"), "{e}");
+    let w3 = Tensor::from_f32(&g, &[2, 3, 3, 3], &[0.5; 54]).unwrap();
+    let e = winograd::conv2d(&x, &w3, 1, Tile::F4)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("channels"), "{e}");
+    let w = Tensor::from_f32(&g, &[2, 2, 3, 3], &[0.5; 36]).unwrap();
+    assert!(winograd::conv2d(&x, &w, 3, Tile::F2).is_err(), "padding 3");
+    assert!(winograd::applies((3, 3), 1, 1));
+    assert!(!winograd::applies((3, 3), 2, 1));
+    assert!(!winograd::applies((1, 1), 1, 0));
+}
+
+/// The convolution entry points follow the GPU's algorithm: Winograd (four dispatches: input
+/// and filter transforms, the batched products, the output transform) where it applies and is
+/// asked for, the direct kernel (one dispatch) otherwise, with the same results.
+#[test]
+fn conv_entry_points_follow_the_chosen_algorithm() {
+    let g = gpu();
+    let mut rng = Rng::new(5);
+    let x = Tensor::from_f32(&g, &[2, 16, 8, 8], &rng.vec(2 * 16 * 64)).unwrap();
+    let w = Tensor::from_f32(&g, &[16, 16, 3, 3], &rng.vec(16 * 16 * 9)).unwrap();
+    let dy = Tensor::from_f32(&g, &[2, 16, 8, 8], &rng.vec(2 * 16 * 64)).unwrap();
+    let s1 = ConvGeom { stride: 1, pad: 1 };
+    let s2 = ConvGeom { stride: 2, pad: 1 };
+    let dispatches = |f: &dyn Fn() -> Tensor| {
+        let before = g.stats().dispatches;
+        let out = f().to_f32_vec().unwrap();
+        (g.stats().dispatches - before, out)
+    };
+    let fwd = || conv2d(&x, &w, s1).unwrap();
+    let bwd = || conv2d_input_grad(&dy, &w, (8, 8), s1).unwrap();
+    let strided = || conv2d(&x, &w, s2).unwrap();
+    g.set_conv_algo(ConvAlgo::Direct);
+    let (n_fd, y_direct) = dispatches(&fwd);
+    let (n_bd, dx_direct) = dispatches(&bwd);
+    g.set_conv_algo(ConvAlgo::Winograd);
+    let (n_fw, y_wino) = dispatches(&fwd);
+    let (n_bw, dx_wino) = dispatches(&bwd);
+    let (n_s2, _) = dispatches(&strided);
+    assert_eq!((n_fd, n_bd), (1, 1), "direct");
+    assert_eq!((n_fw, n_bw), (4, 4), "winograd");
+    assert_eq!(n_s2, 1, "a strided convolution stays direct");
+    for (a, b) in y_direct
+        .iter()
+        .zip(&y_wino)
+        .chain(dx_direct.iter().zip(&dx_wino))
+    {
+        assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
+    }
+    // Auto follows the measured rule.
+    g.set_conv_algo(ConvAlgo::Auto);
+    let (n_auto, _) = dispatches(&fwd);
+    let want = if winograd::pays(16, 16, (8, 8)).is_some() {
+        4
+    } else {
+        1
+    };
+    assert_eq!(n_auto, want, "auto");
+}
