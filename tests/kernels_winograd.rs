@@ -245,10 +245,14 @@ fn conv_entry_points_follow_the_chosen_algorithm() {
     // Auto follows the measured rule.
     g.set_conv_algo(ConvAlgo::Auto);
     let (n_auto, _) = dispatches(&fwd);
-    let want = if winograd::pays(16, 16, (8, 8)).is_some() {
+    let want = if winograd::pays(2, 16, 16, (8, 8)).is_some() {
         4
     } else {
         1
     };
     assert_eq!(n_auto, want, "auto");
+    // The rule: F(4x4) from 16 channels and 512 tiles on.
+    assert_eq!(winograd::pays(128, 16, 16, (8, 8)), Some(Tile::F4));
+    assert_eq!(winograd::pays(128, 3, 16, (32, 32)), None);
+    assert_eq!(winograd::pays(32, 16, 16, (12, 12)), None);
 }

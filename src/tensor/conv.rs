@@ -347,7 +347,7 @@ fn winograd_tile(gpu: &Gpu, d: &Dims, g: ConvGeom) -> Option<Tile> {
     let tile = match gpu.conv_algo() {
         ConvAlgo::Direct => None,
         ConvAlgo::Winograd => Some(Tile::F4),
-        ConvAlgo::Auto => super::winograd::pays(d.ci, d.co, (d.oh, d.ow)),
+        ConvAlgo::Auto => super::winograd::pays(d.n, d.ci, d.co, (d.oh, d.ow)),
     }?;
     let binding = gpu.device().limits().max_storage_buffer_binding_size as usize;
     let bytes = super::winograd::largest_buffer(tile, d.n, d.ci.max(d.co), (d.oh, d.ow));

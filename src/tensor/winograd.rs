@@ -97,10 +97,13 @@ pub fn largest_buffer(tile: Tile, n: usize, channels: usize, (oh, ow): (usize, u
     4 * tile.values() * channels * n * oh.div_ceil(m) * ow.div_ceil(m)
 }
 
-/// The tile that beats the direct kernels on a CPU driver for this shape, if any (measured
-/// with `bench kernels`; see docs/benchmarks.md).
-pub fn pays(ci: usize, co: usize, (oh, ow): (usize, usize)) -> Option<Tile> {
-    (ci >= 16 && co >= 16 && oh >= 4 && ow >= 4).then_some(Tile::F4)
+/// The tile that beats the direct kernels on a CPU driver for a convolution over `n` images,
+/// if any: 16+ channels on both sides and at least 512 output tiles (measured with `bench
+/// kernels` and on the quick first run, whose 128-288 tiles ran slower; see
+/// docs/benchmarks.md).
+pub fn pays(n: usize, ci: usize, co: usize, (oh, ow): (usize, usize)) -> Option<Tile> {
+    let tiles = n * oh.div_ceil(4) * ow.div_ceil(4);
+    (ci >= 16 && co >= 16 && tiles >= 512).then_some(Tile::F4)
 }
 
 /// The same as `conv::conv2d(x, w, ConvGeom { stride: 1, pad })` for a 3x3 `w` [K,C,3,3]
