@@ -32,6 +32,7 @@ pub const PARAM_STRUCTS: &[ParamLayout] = &[
     ParamLayout::of::<reduce::ReduceParams>(),
     ParamLayout::of::<softmax::SoftmaxParams>(),
     ParamLayout::of::<sort::SortParams>(),
+    ParamLayout::of::<winograd::WinogradParams>(),
 ];
 
 /// Element type of a tensor.
