@@ -36,6 +36,11 @@ fn tiles() -> u32 {
     return p.n * p.tiles_h * p.tiles_w;
 }
 
+// Tile t's column, row and image.
+fn tile_at(t: u32) -> vec3<u32> {
+    return vec3<u32>(t % p.tiles_w, (t / p.tiles_w) % p.tiles_h, t / (p.tiles_w * p.tiles_h));
+}
+
 fn input_at(base: u32, row: i32, col: i32) -> f32 {
     if row < 0 || col < 0 || row >= i32(p.h) || col >= i32(p.w) {
         return 0.0;
@@ -53,9 +58,10 @@ fn input_transform(@builtin(global_invocation_id) gid: vec3<u32>) {
     if t >= np || c >= p.ci {
         return;
     }
-    let tx = t % p.tiles_w;
-    let ty = (t / p.tiles_w) % p.tiles_h;
-    let n = t / (p.tiles_w * p.tiles_h);
+    let at = tile_at(t);
+    let tx = at.x;
+    let ty = at.y;
+    let n = at.z;
     let base = (n * p.ci + c) * p.h * p.w;
     let r0 = i32(2u * ty) - i32(p.pad);
     let c0 = i32(2u * tx) - i32(p.pad);
@@ -155,9 +161,10 @@ fn output_transform(@builtin(global_invocation_id) gid: vec3<u32>) {
     let y01 = r0.y - r0.z - r0.w;
     let y10 = r1.x + r1.y + r1.z;
     let y11 = r1.y - r1.z - r1.w;
-    let tx = t % p.tiles_w;
-    let ty = (t / p.tiles_w) % p.tiles_h;
-    let n = t / (p.tiles_w * p.tiles_h);
+    let at = tile_at(t);
+    let tx = at.x;
+    let ty = at.y;
+    let n = at.z;
     let row = 2u * ty;
     let col = 2u * tx;
     let base = (n * p.co + k) * p.oh * p.ow;
@@ -217,9 +224,10 @@ fn input_transform4(@builtin(global_invocation_id) gid: vec3<u32>) {
     if t >= np || c >= p.ci {
         return;
     }
-    let tx = t % p.tiles_w;
-    let ty = (t / p.tiles_w) % p.tiles_h;
-    let n = t / (p.tiles_w * p.tiles_h);
+    let at = tile_at(t);
+    let tx = at.x;
+    let ty = at.y;
+    let n = at.z;
     let base = (n * p.ci + c) * p.h * p.w;
     let r0 = i32(4u * ty) - i32(p.pad);
     let c0 = i32(4u * tx) - i32(p.pad);
@@ -295,9 +303,10 @@ fn output_transform4(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         cols[j] = at4(col);
     }
-    let tx = t % p.tiles_w;
-    let ty = (t / p.tiles_w) % p.tiles_h;
-    let n = t / (p.tiles_w * p.tiles_h);
+    let at = tile_at(t);
+    let tx = at.x;
+    let ty = at.y;
+    let n = at.z;
     let base = (n * p.co + k) * p.oh * p.ow;
     for (var i = 0u; i < 4u; i++) {
         let row = 4u * ty + i;

@@ -111,9 +111,7 @@ pub fn pays(n: usize, ci: usize, co: usize, (oh, ow): (usize, usize)) -> Option<
 pub fn conv2d(x: &Tensor, w: &Tensor, pad: usize, tile: Tile) -> Result<Tensor> {
     const OP: &str = "winograd conv2d";
     let (xs, ws) = (x.expect_rank(OP, 4)?, w.expect_rank(OP, 4)?);
-    ensure(ws[2..] == [3, 3] && pad <= 2, OP, || {
-        format!("needs a 3x3 kernel and padding <= 2, got {ws:?} and {pad}")
-    })?;
+    filter_fits(OP, ws, pad)?;
     ensure(xs[1] == ws[1], OP, || {
         format!(
             "input {xs:?} has {} channels, weight {ws:?} expects {}",
@@ -129,9 +127,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, pad: usize, tile: Tile) -> Result<Tensor> 
 pub fn conv2d_input_grad(dy: &Tensor, w: &Tensor, pad: usize, tile: Tile) -> Result<Tensor> {
     const OP: &str = "winograd conv2d_input_grad";
     let (ds, ws) = (dy.expect_rank(OP, 4)?, w.expect_rank(OP, 4)?);
-    ensure(ws[2..] == [3, 3] && pad <= 2, OP, || {
-        format!("needs a 3x3 kernel and padding <= 2, got {ws:?} and {pad}")
-    })?;
+    filter_fits(OP, ws, pad)?;
     ensure(ds[1] == ws[0], OP, || {
         format!(
             "gradient {ds:?} has {} channels, weight {ws:?} gives {}",
@@ -139,6 +135,13 @@ pub fn conv2d_input_grad(dy: &Tensor, w: &Tensor, pad: usize, tile: Tile) -> Res
         )
     })?;
     run(dy, w, ws[1], 2 - pad, true, tile)
+}
+
+/// Checks that `ws` is a 3x3 filter and `pad` at most 2.
+fn filter_fits(op: &'static str, ws: &[usize], pad: usize) -> Result<()> {
+    ensure(ws[2..] == [3, 3] && pad <= 2, op, || {
+        format!("needs a 3x3 kernel and padding <= 2, got {ws:?} and {pad}")
+    })
 }
 
 /// Input transform, filter transform, 16 products, output transform: `src` [N,C,H,W] with
