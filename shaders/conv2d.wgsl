@@ -355,3 +355,163 @@ fn store_wrow(base: u32, co: u32, ci0: u32, tap: u32, v: vec4<f32>) {
         }
     }
 }
+
+// ---- Workgroup-tiled variant, for GPUs ----
+// The same three products as one implicit GEMM C[M,N] = A[M,K] B[K,N] each, computed as the
+// tiled matmul in matmul.wgsl does (64x64 tiles of C, steps of 16 along K through workgroup
+// memory, an invocation owning rows ly + 16 i and columns lx + 16 j), with A and B gathered
+// from the tensors on the fly. DIRECTION picks the product:
+// - 0 forward:     M = Co, N = N*OH*OW pixels, K = Ci*KH*KW; A = W, B = the im2col of X.
+// - 1 input_grad:  M = Ci, N = N*H*W pixels, K = Co*KH*KW; A = W with its channel axes swapped,
+//                  B = dY at oh = (ih + pad - kh) / stride where that divides exactly.
+// - 2 weight_grad: M = Co, N = Ci*KH*KW, K = the output pixels of split z (chunk of them);
+//                  A = dY, B = the im2col of X transposed; each split writes its own slice.
+// Stride and kernel size are read from the parameters (one pipeline per direction).
+// grid = (ceil(N/64), ceil(M/64), splits for weight_grad else 1).
+
+override DIRECTION: u32 = 0u;
+
+const TILE: u32 = 64u;
+const TILE_K: u32 = 16u;
+const TILE_ROW: u32 = 65u; // padded so the transposed copy-in does not hit one bank
+
+var<workgroup> tile_a: array<f32, 1040>; // [kk][row]
+var<workgroup> tile_b: array<f32, 1040>; // [kk][col]
+
+// The GEMM sizes (M, N) of this direction.
+fn gemm_mn() -> vec2<u32> {
+    let khw = p.kh * p.kw;
+    switch DIRECTION {
+        case 0u: { return vec2<u32>(p.co, p.n * p.oh * p.ow); }
+        case 1u: { return vec2<u32>(p.ci, p.n * p.h * p.w); }
+        default: { return vec2<u32>(p.co, p.ci * khw); }
+    }
+}
+
+// X at (image n, channel c, row ih, column iw), zero outside the plane.
+fn x_at(n: u32, c: u32, ih: i32, iw: i32) -> f32 {
+    if ih < 0 || iw < 0 || ih >= i32(p.h) || iw >= i32(p.w) {
+        return 0.0;
+    }
+    return src[((n * p.ci + c) * p.h + u32(ih)) * p.w + u32(iw)];
+}
+
+// A[row, k], zero past the edges (k is a pixel index for weight_grad).
+fn gemm_a(row: u32, k: u32, k_end: u32) -> f32 {
+    let khw = p.kh * p.kw;
+    if k >= k_end || row >= gemm_mn().x {
+        return 0.0;
+    }
+    switch DIRECTION {
+        case 0u: { return other[row * p.ci * khw + k]; }
+        case 1u: { return other[((k / khw) * p.ci + row) * khw + k % khw]; }
+        default: {
+            let ohw = p.oh * p.ow;
+            return other[((k / ohw) * p.co + row) * ohw + k % ohw];
+        }
+    }
+}
+
+// B[k, col], zero past the edges and in the padding.
+fn gemm_b(k: u32, col: u32, k_end: u32) -> f32 {
+    let khw = p.kh * p.kw;
+    if k >= k_end || col >= gemm_mn().y {
+        return 0.0;
+    }
+    switch DIRECTION {
+        case 0u: {
+            let ow = col % p.ow;
+            let oh = (col / p.ow) % p.oh;
+            let n = col / (p.ow * p.oh);
+            let t = k % khw;
+            return x_at(n, k / khw, i32(oh * p.stride + t / p.kw) - i32(p.pad), i32(ow * p.stride + t % p.kw) - i32(p.pad));
+        }
+        case 1u: {
+            let iw = col % p.w;
+            let ih = (col / p.w) % p.h;
+            let n = col / (p.w * p.h);
+            let co = k / khw;
+            let t = k % khw;
+            let sh = i32(ih + p.pad) - i32(t / p.kw);
+            let sw = i32(iw + p.pad) - i32(t % p.kw);
+            let s = i32(p.stride);
+            if sh < 0 || sw < 0 || sh % s != 0 || sw % s != 0 || sh / s >= i32(p.oh) || sw / s >= i32(p.ow) {
+                return 0.0;
+            }
+            return src[((n * p.co + co) * p.oh + u32(sh / s)) * p.ow + u32(sw / s)];
+        }
+        default: {
+            let ow = k % p.ow;
+            let oh = (k / p.ow) % p.oh;
+            let n = k / (p.ow * p.oh);
+            let t = col % khw;
+            return x_at(n, col / khw, i32(oh * p.stride + t / p.kw) - i32(p.pad), i32(ow * p.stride + t % p.kw) - i32(p.pad));
+        }
+    }
+}
+
+@compute @workgroup_size(16, 16)
+fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let row0 = wg.y * TILE;
+    let col0 = wg.x * TILE;
+    var k_begin = 0u;
+    var k_end = p.co * p.kh * p.kw;
+    if DIRECTION == 0u {
+        k_end = p.ci * p.kh * p.kw;
+    } else if DIRECTION == 2u {
+        k_begin = wg.z * p.chunk;
+        k_end = min(k_begin + p.chunk, p.n * p.oh * p.ow);
+    }
+    // Consecutive invocations copy consecutive addresses: along K for A (and for weight_grad's
+    // B, whose K runs along output pixels), along the pixels of N for the other B.
+    let b_along_k = DIRECTION == 2u;
+    var acc: array<vec4<f32>, 4>; // [row i] over columns j
+    for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
+        for (var e = li; e < TILE * TILE_K; e += 256u) {
+            let r = e / TILE_K;
+            let ka = e % TILE_K;
+            tile_a[ka * TILE_ROW + r] = gemm_a(row0 + r, k0 + ka, k_end);
+            var cb = e % TILE;
+            var kb = e / TILE;
+            if b_along_k {
+                cb = e / TILE_K;
+                kb = e % TILE_K;
+            }
+            tile_b[kb * TILE_ROW + cb] = gemm_b(k0 + kb, col0 + cb, k_end);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            let t = kk * TILE_ROW;
+            let bv = vec4<f32>(tile_b[t + lid.x], tile_b[t + lid.x + 16u], tile_b[t + lid.x + 32u], tile_b[t + lid.x + 48u]);
+            for (var i = 0u; i < 4u; i++) {
+                acc[i] += tile_a[t + lid.y + 16u * i] * bv;
+            }
+        }
+        workgroupBarrier();
+    }
+    let mn = gemm_mn();
+    for (var i = 0u; i < 4u; i++) {
+        let row = row0 + lid.y + 16u * i;
+        for (var j = 0u; j < 4u; j++) {
+            let col = col0 + lid.x + 16u * j;
+            if row < mn.x && col < mn.y {
+                out[tiled_index(row, col, wg.z)] = acc[i][j];
+            }
+        }
+    }
+}
+
+// Where C[row, col] goes: an NCHW pixel for forward and input_grad, split z's slice of dW.
+fn tiled_index(row: u32, col: u32, split: u32) -> u32 {
+    switch DIRECTION {
+        case 0u: {
+            let ohw = p.oh * p.ow;
+            return ((col / ohw) * p.co + row) * ohw + col % ohw;
+        }
+        case 1u: {
+            let hw = p.h * p.w;
+            return ((col / hw) * p.ci + row) * hw + col % hw;
+        }
+        default: { return (split * p.co + row) * p.ci * p.kh * p.kw + col; }
+    }
+}

@@ -86,3 +86,74 @@ fn store_row(base: u32, row: u32, col0: u32, v: vec4<f32>) {
         }
     }
 }
+
+// ---- Workgroup-tiled variant, for GPUs ----
+// Each workgroup computes a 64x64 tile of C in steps of 16 along K: its 256 invocations first
+// copy a 64x16 slice of A and a 16x64 slice of B into workgroup memory (four elements each,
+// consecutive invocations reading consecutive addresses), then every invocation multiplies
+// its 4x4 block out of those copies, so each loaded value serves 64 multiply-adds. An
+// invocation owns rows ly + 16 i and columns lx + 16 j, so neighbours read neighbouring
+// words of the tiles (no bank conflicts) and store neighbouring words of C. Rows of the tiles
+// are padded to 65 words so that the transposed copy-in does not hit one bank either.
+// Same parameters, grid and specialisation constants as `main`.
+
+const TILE: u32 = 64u;
+const TILE_K: u32 = 16u;
+const TILE_ROW: u32 = 65u;
+
+var<workgroup> tile_a: array<f32, 1040>; // [kk][row], TILE_K rows of TILE_ROW words
+var<workgroup> tile_b: array<f32, 1040>; // [kk][col]
+
+@compute @workgroup_size(16, 16)
+fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let row0 = wg.y * TILE;
+    let col0 = wg.x * TILE;
+    let base_a = wg.z * p.batch_stride_a;
+    let base_b = wg.z * p.batch_stride_b;
+    var acc: array<vec4<f32>, 4>; // [row i] over columns j
+    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
+        for (var e = li; e < TILE * TILE_K; e += 256u) {
+            // A: along K in memory unless transposed; B: along N unless transposed.
+            var r = e / TILE_K;
+            var ka = e % TILE_K;
+            if TRANS_A {
+                r = e % TILE;
+                ka = e / TILE;
+            }
+            var cb = e % TILE;
+            var kb = e / TILE;
+            if TRANS_B {
+                cb = e / TILE_K;
+                kb = e % TILE_K;
+            }
+            let in_a = row0 + r < p.m && k0 + ka < p.k;
+            let in_b = col0 + cb < p.n && k0 + kb < p.k;
+            tile_a[ka * TILE_ROW + r] = select(0.0, load_a(base_a, min(row0 + r, p.m - 1u), min(k0 + ka, p.k - 1u)), in_a);
+            tile_b[kb * TILE_ROW + cb] = select(0.0, load_b(base_b, min(k0 + kb, p.k - 1u), min(col0 + cb, p.n - 1u)), in_b);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            let t = kk * TILE_ROW;
+            let bv = vec4<f32>(tile_b[t + lid.x], tile_b[t + lid.x + 16u], tile_b[t + lid.x + 32u], tile_b[t + lid.x + 48u]);
+            for (var i = 0u; i < 4u; i++) {
+                acc[i] += tile_a[t + lid.y + 16u * i] * bv;
+            }
+        }
+        workgroupBarrier();
+    }
+    let base_c = wg.z * p.batch_stride_c;
+    for (var i = 0u; i < 4u; i++) {
+        let row = row0 + lid.y + 16u * i;
+        for (var j = 0u; j < 4u; j++) {
+            let col = col0 + lid.x + 16u * j;
+            if row < p.m && col < p.n {
+                let o = base_c + row * p.n + col;
+                if ACCUMULATE {
+                    c[o] += acc[i][j];
+                } else {
+                    c[o] = acc[i][j];
+                }
+            }
+        }
+    }
+}

@@ -4,8 +4,12 @@ mod common;
 
 use common::{Rng, assert_close, gpu};
 use dynloss_wgpu::Tensor;
+use dynloss_wgpu::gpu::Tiling;
 use dynloss_wgpu::tensor::conv::{ConvGeom, conv2d, conv2d_input_grad, conv2d_weight_grad};
 use dynloss_wgpu::tensor::matmul::{matmul, matmul_acc};
+
+/// Both kernel shapes, whatever the adapter's own: each test runs its cases under each.
+const TILINGS: [Tiling; 2] = [Tiling::Lanes, Tiling::Workgroup];
 
 fn cpu_matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, ta: bool, tb: bool) -> Vec<f64> {
     let mut c = vec![0.0; m * n];
@@ -36,7 +40,8 @@ fn matmul_matches_cpu_on_awkward_shapes_and_transposes() {
         (130, 9, 5),
         (2, 300, 3),
     ];
-    for &(m, k, n) in &shapes {
+    for (tiling, &(m, k, n)) in TILINGS.iter().flat_map(|t| shapes.iter().map(move |s| (t, s))) {
+        g.set_tiling(*tiling);
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let a = rng.vec(m * k);
             let b = rng.vec(k * n);
@@ -47,7 +52,7 @@ fn matmul_matches_cpu_on_awkward_shapes_and_transposes() {
             let c = matmul(&at, &bt, ta, tb).unwrap();
             assert_eq!(c.shape(), [m, n]);
             let want = cpu_matmul(&a, &b, m, k, n, ta, tb);
-            let what = format!("matmul {m}x{k}x{n} ta={ta} tb={tb}");
+            let what = format!("matmul {m}x{k}x{n} ta={ta} tb={tb} {tiling:?}");
             assert_close(&what, &c.to_f32_vec().unwrap(), &want, 1e-5, 1e-4);
         }
     }
@@ -63,14 +68,18 @@ fn matmul_accumulates_and_rejects_bad_shapes() {
     let c0 = rng.vec(m * n);
     let at = Tensor::from_f32(&g, &[m, k], &a).unwrap();
     let bt = Tensor::from_f32(&g, &[k, n], &b).unwrap();
-    let ct = Tensor::from_f32(&g, &[m, n], &c0).unwrap();
-    matmul_acc(&ct, &at, &bt, false, false).unwrap();
     let want: Vec<f64> = cpu_matmul(&a, &b, m, k, n, false, false)
         .iter()
         .zip(&c0)
         .map(|(x, y)| x + *y as f64)
         .collect();
-    assert_close("matmul_acc", &ct.to_f32_vec().unwrap(), &want, 1e-5, 1e-4);
+    for tiling in TILINGS {
+        g.set_tiling(tiling);
+        let ct = Tensor::from_f32(&g, &[m, n], &c0).unwrap();
+        matmul_acc(&ct, &at, &bt, false, false).unwrap();
+        let what = format!("matmul_acc {tiling:?}");
+        assert_close(&what, &ct.to_f32_vec().unwrap(), &want, 1e-5, 1e-4);
+    }
     assert!(
         matmul(&at, &at, false, false).is_err(),
         "5x6 @ 5x6 must be rejected"
@@ -266,8 +275,21 @@ fn conv_family_matches_cpu_on_resnet_like_and_awkward_shapes() {
             stride: 1,
             pad: 1,
         },
+        // More than one 64-row tile of the tiled kernels' GEMM in every direction (70 output
+        // and 66 input channels; weight gradient 594 columns) and many steps along K.
+        Case {
+            n: 2,
+            ci: 66,
+            h: 5,
+            w: 4,
+            co: 70,
+            k: 3,
+            stride: 2,
+            pad: 1,
+        },
     ];
-    for c in &cases {
+    for (tiling, c) in TILINGS.iter().flat_map(|t| cases.iter().map(move |c| (t, c))) {
+        g.set_tiling(*tiling);
         let geom = ConvGeom {
             stride: c.stride,
             pad: c.pad,
@@ -281,7 +303,7 @@ fn conv_family_matches_cpu_on_resnet_like_and_awkward_shapes() {
         let wtt = Tensor::from_f32(&g, &[c.co, c.ci, c.k, c.k], &wt).unwrap();
         let dyt = Tensor::from_f32(&g, &[c.n, c.co, oh, ow], &dy).unwrap();
         let what = format!(
-            "n{} ci{} {}x{} co{} k{} s{} p{}",
+            "n{} ci{} {}x{} co{} k{} s{} p{} {tiling:?}",
             c.n, c.ci, c.h, c.w, c.co, c.k, c.stride, c.pad
         );
 

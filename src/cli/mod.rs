@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use dynloss_wgpu::choice::Choice;
-use dynloss_wgpu::gpu::{AdapterRequest, ConvAlgo, Gpu, adapter};
+use dynloss_wgpu::gpu::{AdapterRequest, ConvAlgo, Gpu, Tiling, adapter};
 use dynloss_wgpu::probe::{self, KernelTable};
 use dynloss_wgpu::train::evaluate::evaluate_checkpoint;
 use dynloss_wgpu::train::metrics::plot_runs;
@@ -36,8 +36,11 @@ struct GpuFlags {
     #[arg(long, global = true)]
     adapter: Option<String>,
     /// 3x3 stride-1 convolutions: auto (Winograd where faster), direct or winograd [env: DYNLOSS_CONV]
-    #[arg(long, global = true, value_parser = ["auto", "direct", "winograd"])]
-    conv: Option<String>,
+    #[arg(long, global = true, value_parser = choice::<ConvAlgo>())]
+    conv: Option<ConvAlgo>,
+    /// Kernel shape: auto (by adapter type), lanes (CPU drivers) or workgroup (GPUs) [env: DYNLOSS_TILING]
+    #[arg(long, global = true, value_parser = choice::<Tiling>())]
+    tiling: Option<Tiling>,
 }
 
 #[derive(Subcommand)]
@@ -96,7 +99,8 @@ fn request(flags: &GpuFlags) -> AdapterRequest {
     AdapterRequest {
         backend: flags.backend.clone(),
         adapter: flags.adapter.clone(),
-        conv: flags.conv.as_deref().and_then(ConvAlgo::parse),
+        conv: flags.conv,
+        tiling: flags.tiling,
     }
 }
 

@@ -11,6 +11,8 @@ pub struct AdapterRequest {
     pub adapter: Option<String>,
     /// Convolution algorithm; `None` keeps `DYNLOSS_CONV` or auto.
     pub conv: Option<super::ConvAlgo>,
+    /// Kernel shape; `None` keeps `DYNLOSS_TILING` or the adapter type's.
+    pub tiling: Option<super::Tiling>,
 }
 
 /// The limits the kernels rely on, with the minimum each needs: WebGPU's defaults, which every

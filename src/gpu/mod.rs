@@ -5,6 +5,7 @@
 //! buffer pool, the shader sources and the parameter layouts live in the submodules.
 
 pub mod adapter;
+pub mod kernel_choice;
 pub mod params;
 pub mod pool;
 pub mod profile;
@@ -17,6 +18,7 @@ use std::rc::Rc;
 
 use crate::error::{Error, Result};
 pub use adapter::AdapterRequest;
+pub use kernel_choice::{ConvAlgo, Tiling};
 pub(crate) use params::kernel_params;
 pub use params::{KernelParams, ParamLayout};
 use pool::BufferPool;
@@ -143,30 +145,8 @@ struct GpuInner {
     trace: bool,
     checked: bool,
     conv_algo: Cell<ConvAlgo>,
-}
-
-/// Which algorithm runs 3x3 stride-1 convolutions (forward and input gradient).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ConvAlgo {
-    /// Winograd F(2x2, 3x3) where the benchmarks found it faster, direct elsewhere.
-    #[default]
-    Auto,
-    /// Always the direct kernels.
-    Direct,
-    /// Winograd wherever it applies and its buffers fit the device.
-    Winograd,
-}
-
-impl ConvAlgo {
-    /// The algorithm named `s` (auto, direct, winograd).
-    pub fn parse(s: &str) -> Option<ConvAlgo> {
-        match s {
-            "auto" => Some(ConvAlgo::Auto),
-            "direct" => Some(ConvAlgo::Direct),
-            "winograd" => Some(ConvAlgo::Winograd),
-            _ => None,
-        }
-    }
+    /// Never `Auto`: resolved for the adapter when set.
+    tiling: Cell<Tiling>,
 }
 
 /// A handle to the GPU: cheap to clone, single-threaded.
@@ -209,6 +189,9 @@ impl Gpu {
         if let Some(algo) = req.conv {
             gpu.set_conv_algo(algo);
         }
+        if let Some(tiling) = req.tiling {
+            gpu.set_tiling(tiling);
+        }
         Ok(gpu)
     }
 
@@ -244,14 +227,10 @@ impl Gpu {
             mapped_at_creation: false,
         });
         let flag = |name: &str| std::env::var(name).is_ok_and(|v| v != "0" && !v.is_empty());
-        let conv_algo = match std::env::var("DYNLOSS_CONV") {
-            Ok(v) => ConvAlgo::parse(&v).ok_or_else(|| {
-                Error::Config(format!(
-                    "DYNLOSS_CONV={v}: expected auto, direct or winograd"
-                ))
-            })?,
-            Err(_) => ConvAlgo::Auto,
-        };
+        let conv_algo = kernel_choice::from_env("DYNLOSS_CONV")?.unwrap_or_default();
+        let tiling = kernel_choice::from_env::<Tiling>("DYNLOSS_TILING")?
+            .unwrap_or_default()
+            .resolve(info.device_type);
         Ok(Gpu(Rc::new(GpuInner {
             device,
             queue,
@@ -269,6 +248,7 @@ impl Gpu {
             trace: flag("DYNLOSS_TRACE"),
             checked: flag("DYNLOSS_SHADER_CHECKS"),
             conv_algo: Cell::new(conv_algo),
+            tiling: Cell::new(tiling),
         })))
     }
 
@@ -280,6 +260,17 @@ impl Gpu {
     /// Chooses the convolution algorithm from now on.
     pub fn set_conv_algo(&self, algo: ConvAlgo) {
         self.0.conv_algo.set(algo);
+    }
+
+    /// The kernel shape matmul and the direct convolutions use (`lanes` or `workgroup`; from
+    /// `DYNLOSS_TILING`, `--tiling`, or the adapter's type).
+    pub fn tiling(&self) -> Tiling {
+        self.0.tiling.get()
+    }
+
+    /// Chooses the kernel shape from now on (`Auto` resolves by the adapter's type).
+    pub fn set_tiling(&self, tiling: Tiling) {
+        self.0.tiling.set(tiling.resolve(self.0.info.device_type));
     }
 
     /// The adapter's identity.

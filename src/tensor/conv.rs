@@ -5,7 +5,7 @@ use super::winograd::Tile;
 use super::{DType, Tensor, ensure, fits_u32, launch_noted, reduce};
 use crate::error::{Result, shape_err};
 use crate::gpu::shaders::KernelVariant;
-use crate::gpu::{ConvAlgo, Gpu, Kernel, kernel_params};
+use crate::gpu::{ConvAlgo, Gpu, Kernel, Tiling, kernel_params};
 
 /// Stride and zero padding of a convolution (the same in both spatial dimensions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,7 +209,86 @@ pub(super) fn kernels() -> Vec<KernelVariant> {
             }
         }
     }
+    for dir in [TiledGemm::Forward, TiledGemm::InputGrad, TiledGemm::WeightGrad] {
+        out.push(KernelVariant::of(&Kernel::<ConvParams>::with_constants(
+            "tiled",
+            &dir.constants(),
+        )));
+    }
     out
+}
+
+/// The three products of the workgroup-tiled kernel (`DIRECTION` in WGSL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TiledGemm {
+    Forward = 0,
+    InputGrad = 1,
+    WeightGrad = 2,
+}
+
+impl TiledGemm {
+    fn constants(self) -> [(&'static str, f64); 1] {
+        [("DIRECTION", self as u32 as f64)]
+    }
+
+    /// The direction's name in profiles (the same as the lane kernels').
+    fn name(self) -> &'static str {
+        match self {
+            TiledGemm::Forward => "forward",
+            TiledGemm::InputGrad => "input_grad",
+            TiledGemm::WeightGrad => "weight_grad",
+        }
+    }
+}
+
+/// Side of the square tile of the GEMM output one tiled workgroup computes (`TILE` in WGSL).
+const TILE: usize = 64;
+
+/// Runs one direction of convolution `d` with the workgroup-tiled kernel (GPUs): `src` is x
+/// (forward, weight_grad) or dy (input_grad), `other` the weight (forward, input_grad) or dy
+/// (weight_grad). Returns the output, or the weight gradient summed over its splits.
+fn tiled(
+    dir: TiledGemm,
+    op: &'static str,
+    src: &Tensor,
+    other: &Tensor,
+    d: Dims,
+    g: ConvGeom,
+) -> Result<Tensor> {
+    fits_u32(op, src.numel().max(other.numel()))?;
+    let khw = d.kh * d.kw;
+    let pixels = d.n * d.oh * d.ow;
+    // GEMM sizes (M, N), output shape and splits of the reduction.
+    let (m, n, shape, splits) = match dir {
+        TiledGemm::Forward => (d.co, pixels, vec![d.n, d.co, d.oh, d.ow], 1),
+        TiledGemm::InputGrad => (d.ci, d.n * d.h * d.w, vec![d.n, d.ci, d.h, d.w], 1),
+        TiledGemm::WeightGrad => {
+            // A few output tiles and a long reduction: split it so that some 256 workgroups
+            // exist (enough for a large GPU), each summing at least 1,024 pixels.
+            let tiles = (d.ci * khw).div_ceil(TILE) * d.co.div_ceil(TILE);
+            let splits = (256 / tiles).clamp(1, pixels.div_ceil(1024).max(1));
+            (d.co, d.ci * khw, vec![splits, d.co, d.ci, d.kh, d.kw], splits)
+        }
+    };
+    let out = Tensor::empty(src.gpu(), &shape, DType::F32);
+    fits_u32(op, out.numel())?;
+    let groups = [
+        n.div_ceil(TILE) as u32,
+        m.div_ceil(TILE) as u32,
+        splits as u32,
+    ];
+    launch_noted(
+        &Kernel::with_constants("tiled", &dir.constants()),
+        &d.params(g, pixels.div_ceil(splits)),
+        &[src, other, &out],
+        groups,
+        || d.label(dir.name(), g),
+    )?;
+    match (dir, splits) {
+        (TiledGemm::WeightGrad, 1) => out.reshape(&[d.co, d.ci, d.kh, d.kw]),
+        (TiledGemm::WeightGrad, _) => reduce::sum_axes(&out, &[0]),
+        _ => Ok(out),
+    }
 }
 
 /// Output pixels per invocation in the forward and input-gradient kernels (`PIX` in WGSL).
@@ -251,6 +330,13 @@ fn pixel_pass(
     d: Dims,
     g: ConvGeom,
 ) -> Result<Tensor> {
+    if src.gpu().tiling() == Tiling::Workgroup {
+        let dir = match pass {
+            PixelPass::Forward => TiledGemm::Forward,
+            PixelPass::InputGrad => TiledGemm::InputGrad,
+        };
+        return tiled(dir, op, src, w, d, g);
+    }
     // Entry, output channels and plane, pixels per z slice and z slices.
     let (entry, channels, (oh, ow), rows, slices) = match pass {
         PixelPass::Forward => ("forward", d.co, (d.oh, d.ow), d.n * d.oh * d.ow, 1),
@@ -372,6 +458,9 @@ pub fn conv2d_weight_grad(
         || format!("input {xs:?} and gradient {ys:?} do not fit a {kh}x{kw} kernel"),
     )?;
     let d = Dims::new(xs, ys[1], (ys[2], ys[3]), (kh, kw));
+    if x.gpu().tiling() == Tiling::Workgroup {
+        return tiled(TiledGemm::WeightGrad, OP, x, dy, d, g);
+    }
     fits_u32(OP, x.numel().max(dy.numel()))?;
     // Invocations along x: 4 * cb input channels at kw_run taps each; along y: co_per output
     // channels.

@@ -3,7 +3,7 @@
 use super::{DType, Tensor, ensure, fits_u32};
 use crate::error::{Result, shape_err};
 use crate::gpu::shaders::KernelVariant;
-use crate::gpu::{Kernel, kernel_params};
+use crate::gpu::{Gpu, Kernel, Tiling, kernel_params};
 
 kernel_params! {
     /// Mirrors `Params` in shaders/matmul.wgsl.
@@ -74,7 +74,7 @@ pub(crate) fn matmul_batched(
         batch_stride_c: (m * n) as u32,
     };
     let plain = constants(false, false, false);
-    let kernel = Kernel::with_constants("main", &plain);
+    let kernel = Kernel::with_constants(entry(a.gpu()), &plain);
     let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32];
     super::launch_noted(&kernel, &p, &[a, b, out], groups, || {
         (
@@ -120,14 +120,25 @@ fn constants(trans_a: bool, trans_b: bool, acc: bool) -> [(&'static str, f64); 3
     ]
 }
 
-/// Every variant `launch` can create: all eight flag combinations.
+/// The entry point for the GPU's kernel shape: `main` (register blocks per lane) or `tiled`
+/// (workgroup-memory tiles); both take the same parameters and grid.
+fn entry(gpu: &Gpu) -> &'static str {
+    match gpu.tiling() {
+        Tiling::Workgroup => "tiled",
+        _ => "main",
+    }
+}
+
+/// Every variant `launch` can create: both entries with all eight flag combinations.
 pub(super) fn kernels() -> Vec<KernelVariant> {
     let mut out = Vec::new();
-    for bits in 0..8u32 {
-        let c = constants(bits & 1 != 0, bits & 2 != 0, bits & 4 != 0);
-        out.push(KernelVariant::of(&Kernel::<MatmulParams>::with_constants(
-            "main", &c,
-        )));
+    for entry in ["main", "tiled"] {
+        for bits in 0..8u32 {
+            let c = constants(bits & 1 != 0, bits & 2 != 0, bits & 4 != 0);
+            out.push(KernelVariant::of(&Kernel::<MatmulParams>::with_constants(
+                entry, &c,
+            )));
+        }
     }
     out
 }
@@ -146,7 +157,7 @@ fn launch(
     }
     fits_u32("matmul", m * k.max(n))?;
     let constants = constants(trans_a, trans_b, acc);
-    let kernel = Kernel::with_constants("main", &constants);
+    let kernel = Kernel::with_constants(entry(a.gpu()), &constants);
     if k == 0 {
         // An empty sum: zeros (or nothing to add).
         if !acc {
