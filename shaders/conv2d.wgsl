@@ -366,10 +366,16 @@ fn store_wrow(base: u32, co: u32, ci0: u32, tap: u32, v: vec4<f32>) {
 //                  B = dY at oh = (ih + pad - kh) / stride where that divides exactly.
 // - 2 weight_grad: M = Co, N = Ci*KH*KW, K = the output pixels of split z (chunk of them);
 //                  A = dY, B = the im2col of X transposed; each split writes its own slice.
-// Stride and kernel size are read from the parameters (one pipeline per direction).
-// grid = (ceil(N/64), ceil(M/64), splits for weight_grad else 1).
+// Each invocation copies the same four B columns (forward, input_grad) or rows (weight_grad)
+// at every step, so it decodes their coordinates once, before the loop; in the loop only the
+// K index is decoded. Stride and kernel size are read from the parameters.
+// grid = (ceil(N/64), ceil(M/(16 ROWS)), splits for weight_grad else 1).
 
 override DIRECTION: u32 = 0u;
+// Rows of C per invocation (1, 2 or 4): the tile is 16 * ROWS rows by 64 columns, so that a
+// layer with 16 or 32 channels along M does not fill three quarters of a 64-row tile with
+// rows it never stores.
+override ROWS: u32 = 4u;
 
 const TILE: u32 = 64u;
 const TILE_K: u32 = 16u;
@@ -380,79 +386,98 @@ var<workgroup> tile_b: array<f32, 1040>; // [kk][col]
 
 // The GEMM sizes (M, N) of this direction.
 fn gemm_mn() -> vec2<u32> {
-    let khw = p.kh * p.kw;
     switch DIRECTION {
         case 0u: { return vec2<u32>(p.co, p.n * p.oh * p.ow); }
         case 1u: { return vec2<u32>(p.ci, p.n * p.h * p.w); }
-        default: { return vec2<u32>(p.co, p.ci * khw); }
+        default: { return vec2<u32>(p.co, p.ci * p.kh * p.kw); }
     }
 }
 
-// X at (image n, channel c, row ih, column iw), zero outside the plane.
-fn x_at(n: u32, c: u32, ih: i32, iw: i32) -> f32 {
+// X at plane offset `plane`, row ih, column iw; zero outside the plane.
+fn x_at(plane: u32, ih: i32, iw: i32) -> f32 {
     if ih < 0 || iw < 0 || ih >= i32(p.h) || iw >= i32(p.w) {
         return 0.0;
     }
-    return src[((n * p.ci + c) * p.h + u32(ih)) * p.w + u32(iw)];
+    return src[plane + u32(ih) * p.w + u32(iw)];
 }
 
-// A[row, k], zero past the edges (k is a pixel index for weight_grad).
-fn gemm_a(row: u32, k: u32, k_end: u32) -> f32 {
+// A[row, k] (k < k_end; row may be past M: clamped, and never stored).
+fn gemm_a(row: u32, k: u32) -> f32 {
     let khw = p.kh * p.kw;
-    if k >= k_end || row >= gemm_mn().x {
-        return 0.0;
-    }
+    let r = min(row, gemm_mn().x - 1u);
     switch DIRECTION {
-        case 0u: { return other[row * p.ci * khw + k]; }
-        case 1u: { return other[((k / khw) * p.ci + row) * khw + k % khw]; }
+        case 0u: { return other[r * p.ci * khw + k]; }
+        case 1u: { return other[((k / khw) * p.ci + r) * khw + k % khw]; }
         default: {
             let ohw = p.oh * p.ow;
-            return other[((k / ohw) * p.co + row) * ohw + k % ohw];
+            return other[((k / ohw) * p.co + r) * ohw + k % ohw];
         }
     }
 }
 
-// B[k, col], zero past the edges and in the padding.
-fn gemm_b(k: u32, col: u32, k_end: u32) -> f32 {
+// What an invocation decodes once about one B column (forward, input_grad) or B row
+// (weight_grad) it copies: a base offset and a (row, column) origin in its plane.
+struct Gather {
+    base: u32,
+    y: i32,
+    x: i32,
+}
+
+// The fixed coordinate `i` of B: an output pixel (forward), an input pixel (input_grad) or a
+// (channel, tap) pair (weight_grad).
+fn gather_of(i: u32) -> Gather {
     let khw = p.kh * p.kw;
-    if k >= k_end || col >= gemm_mn().y {
-        return 0.0;
-    }
     switch DIRECTION {
         case 0u: {
-            let ow = col % p.ow;
-            let oh = (col / p.ow) % p.oh;
-            let n = col / (p.ow * p.oh);
-            let t = k % khw;
-            return x_at(n, k / khw, i32(oh * p.stride + t / p.kw) - i32(p.pad), i32(ow * p.stride + t % p.kw) - i32(p.pad));
+            let q = min(i, p.n * p.oh * p.ow - 1u);
+            let ow = q % p.ow;
+            let oh = (q / p.ow) % p.oh;
+            return Gather((q / (p.ow * p.oh)) * p.ci * p.h * p.w, i32(oh * p.stride) - i32(p.pad), i32(ow * p.stride) - i32(p.pad));
         }
         case 1u: {
-            let iw = col % p.w;
-            let ih = (col / p.w) % p.h;
-            let n = col / (p.w * p.h);
-            let co = k / khw;
+            let q = min(i, p.n * p.h * p.w - 1u);
+            let iw = q % p.w;
+            let ih = (q / p.w) % p.h;
+            return Gather((q / (p.w * p.h)) * p.co * p.oh * p.ow, i32(ih + p.pad), i32(iw + p.pad));
+        }
+        default: {
+            let c = min(i, p.ci * khw - 1u);
+            let t = c % khw;
+            return Gather((c / khw) * p.h * p.w, i32(t / p.kw) - i32(p.pad), i32(t % p.kw) - i32(p.pad));
+        }
+    }
+}
+
+// B at K index k for the decoded coordinate g, zero in the padding (k < k_end).
+fn gemm_b(g: Gather, k: u32) -> f32 {
+    let khw = p.kh * p.kw;
+    switch DIRECTION {
+        case 0u: {
             let t = k % khw;
-            let sh = i32(ih + p.pad) - i32(t / p.kw);
-            let sw = i32(iw + p.pad) - i32(t % p.kw);
+            return x_at(g.base + (k / khw) * p.h * p.w, g.y + i32(t / p.kw), g.x + i32(t % p.kw));
+        }
+        case 1u: {
+            let t = k % khw;
+            let sh = g.y - i32(t / p.kw);
+            let sw = g.x - i32(t % p.kw);
             let s = i32(p.stride);
             if sh < 0 || sw < 0 || sh % s != 0 || sw % s != 0 || sh / s >= i32(p.oh) || sw / s >= i32(p.ow) {
                 return 0.0;
             }
-            return src[((n * p.co + co) * p.oh + u32(sh / s)) * p.ow + u32(sw / s)];
+            return src[g.base + ((k / khw) * p.oh + u32(sh / s)) * p.ow + u32(sw / s)];
         }
         default: {
             let ow = k % p.ow;
             let oh = (k / p.ow) % p.oh;
-            let n = k / (p.ow * p.oh);
-            let t = col % khw;
-            return x_at(n, col / khw, i32(oh * p.stride + t / p.kw) - i32(p.pad), i32(ow * p.stride + t % p.kw) - i32(p.pad));
+            let plane = (k / (p.ow * p.oh)) * p.ci * p.h * p.w + g.base;
+            return x_at(plane, i32(oh * p.stride) + g.y, i32(ow * p.stride) + g.x);
         }
     }
 }
 
 @compute @workgroup_size(16, 16)
 fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let row0 = wg.y * TILE;
+    let row0 = wg.y * 16u * ROWS;
     let col0 = wg.x * TILE;
     var k_begin = 0u;
     var k_end = p.co * p.kh * p.kw;
@@ -462,35 +487,57 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid
         k_begin = wg.z * p.chunk;
         k_end = min(k_begin + p.chunk, p.n * p.oh * p.ow);
     }
-    // Consecutive invocations copy consecutive addresses: along K for A (and for weight_grad's
-    // B, whose K runs along output pixels), along the pixels of N for the other B.
+    // Copy-in element e = li + 256 j of each tile. Consecutive invocations copy consecutive
+    // addresses: along K for A (and for weight_grad's B, whose K runs along output pixels),
+    // along the pixels of N for the other B. Either way an invocation's (row or column, k
+    // offset) pairs are the same at every step.
     let b_along_k = DIRECTION == 2u;
-    var acc: array<vec4<f32>, 4>; // [row i] over columns j
+    let ka = li % TILE_K;
+    var kb = li / TILE;
+    if b_along_k {
+        kb = li % TILE_K;
+    }
+    var gathers: array<Gather, 4>;
+    var b_in: array<bool, 4>;
+    for (var j = 0u; j < 4u; j++) {
+        var cb = (li + 256u * j) % TILE;
+        if b_along_k {
+            cb = (li + 256u * j) / TILE_K;
+        }
+        gathers[j] = gather_of(col0 + cb);
+        b_in[j] = col0 + cb < gemm_mn().y;
+    }
+    var acc: array<vec4<f32>, 4>; // [row i < ROWS] over columns j
     for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
-        for (var e = li; e < TILE * TILE_K; e += 256u) {
-            let r = e / TILE_K;
-            let ka = e % TILE_K;
-            tile_a[ka * TILE_ROW + r] = gemm_a(row0 + r, k0 + ka, k_end);
+        for (var j = 0u; j < 4u; j++) {
+            let e = li + 256u * j;
+            if j < ROWS {
+                let r = e / TILE_K;
+                let ak = k0 + ka;
+                tile_a[ka * TILE_ROW + r] = select(0.0, gemm_a(row0 + r, min(ak, k_end - 1u)), ak < k_end);
+            }
             var cb = e % TILE;
-            var kb = e / TILE;
+            var bk = kb + 4u * j; // e / TILE
             if b_along_k {
                 cb = e / TILE_K;
-                kb = e % TILE_K;
+                bk = kb;
             }
-            tile_b[kb * TILE_ROW + cb] = gemm_b(k0 + kb, col0 + cb, k_end);
+            let k = k0 + bk;
+            let v = gemm_b(gathers[j], min(k, k_end - 1u));
+            tile_b[bk * TILE_ROW + cb] = select(0.0, v, k < k_end && b_in[j]);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
             let t = kk * TILE_ROW;
             let bv = vec4<f32>(tile_b[t + lid.x], tile_b[t + lid.x + 16u], tile_b[t + lid.x + 32u], tile_b[t + lid.x + 48u]);
-            for (var i = 0u; i < 4u; i++) {
+            for (var i = 0u; i < ROWS; i++) {
                 acc[i] += tile_a[t + lid.y + 16u * i] * bv;
             }
         }
         workgroupBarrier();
     }
     let mn = gemm_mn();
-    for (var i = 0u; i < 4u; i++) {
+    for (var i = 0u; i < ROWS; i++) {
         let row = row0 + lid.y + 16u * i;
         for (var j = 0u; j < 4u; j++) {
             let col = col0 + lid.x + 16u * j;

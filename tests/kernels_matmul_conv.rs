@@ -40,7 +40,10 @@ fn matmul_matches_cpu_on_awkward_shapes_and_transposes() {
         (130, 9, 5),
         (2, 300, 3),
     ];
-    for (tiling, &(m, k, n)) in TILINGS.iter().flat_map(|t| shapes.iter().map(move |s| (t, s))) {
+    for (tiling, &(m, k, n)) in TILINGS
+        .iter()
+        .flat_map(|t| shapes.iter().map(move |s| (t, s)))
+    {
         g.set_tiling(*tiling);
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let a = rng.vec(m * k);
@@ -288,7 +291,10 @@ fn conv_family_matches_cpu_on_resnet_like_and_awkward_shapes() {
             pad: 1,
         },
     ];
-    for (tiling, c) in TILINGS.iter().flat_map(|t| cases.iter().map(move |c| (t, c))) {
+    for (tiling, c) in TILINGS
+        .iter()
+        .flat_map(|t| cases.iter().map(move |c| (t, c)))
+    {
         g.set_tiling(*tiling);
         let geom = ConvGeom {
             stride: c.stride,

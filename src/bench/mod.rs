@@ -9,7 +9,7 @@ pub use step::{StepBench, StepRow, format_profile, format_steps, profile_step, r
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::gpu::{ConvAlgo, Gpu};
+use crate::gpu::{ConvAlgo, Gpu, Tiling};
 use crate::tensor::Tensor;
 use crate::tensor::conv::{ConvGeom, conv2d, conv2d_input_grad, conv2d_weight_grad};
 use crate::tensor::matmul::matmul;
@@ -109,20 +109,26 @@ pub fn run_kernels(gpu: &Gpu, cfg: &KernelBench) -> Result<Vec<BenchRow>> {
     let n = cfg.matmul;
     let a = random(gpu, &[n, n], 1)?;
     let b = random(gpu, &[n, n], 2)?;
-    for (ta, tb, label) in [
-        (false, false, "A B"),
-        (true, false, "A^T B"),
-        (false, true, "A B^T"),
-    ] {
-        let t = median_secs(gpu, cfg.reps, || matmul(&a, &b, ta, tb).map(|_| ()))?;
-        rows.push(BenchRow {
-            name: format!("matmul {label}"),
-            shape: format!("{n}x{n}x{n}"),
-            median_ms: t * 1e3,
-            rate: 2.0 * (n * n * n) as f64 / t / 1e9,
-            unit: "GFLOP/s",
-        });
+    // Both kernel shapes for matmul and the direct convolutions, whatever the adapter's own.
+    let tiling = gpu.tiling();
+    for kernel_shape in [Tiling::Lanes, Tiling::Workgroup] {
+        gpu.set_tiling(kernel_shape);
+        for (ta, tb, label) in [
+            (false, false, "A B"),
+            (true, false, "A^T B"),
+            (false, true, "A B^T"),
+        ] {
+            let t = median_secs(gpu, cfg.reps, || matmul(&a, &b, ta, tb).map(|_| ()))?;
+            rows.push(BenchRow {
+                name: format!("matmul {label}{}", suffix(kernel_shape)),
+                shape: format!("{n}x{n}x{n}"),
+                median_ms: t * 1e3,
+                rate: 2.0 * (n * n * n) as f64 / t / 1e9,
+                unit: "GFLOP/s",
+            });
+        }
     }
+    gpu.set_tiling(tiling);
     drop((a, b));
     // The plain rows time the direct kernels; the Winograd rows call it explicitly.
     let algo = gpu.conv_algo();
@@ -147,7 +153,7 @@ pub fn run_kernels(gpu: &Gpu, cfg: &KernelBench) -> Result<Vec<BenchRow>> {
                 Box::new(|| conv2d_weight_grad(&x, &dy, (3, 3), g).map(|_| ())),
             ),
         ];
-        let mut wino: Vec<(&str, Run)> = Vec::new();
+        let mut wino: Vec<(String, Run)> = Vec::new();
         if winograd::applies((3, 3), stride, 1) {
             for (tile, fwd, bwd) in [
                 (
@@ -163,19 +169,30 @@ pub fn run_kernels(gpu: &Gpu, cfg: &KernelBench) -> Result<Vec<BenchRow>> {
             ] {
                 let (x, w, dy) = (&x, &w, &dy);
                 wino.push((
-                    fwd,
+                    fwd.into(),
                     Box::new(move || winograd::conv2d(x, w, 1, tile).map(|_| ())),
                 ));
                 wino.push((
-                    bwd,
+                    bwd.into(),
                     Box::new(move || winograd::conv2d_input_grad(dy, w, 1, tile).map(|_| ())),
                 ));
             }
         }
-        for (name, f) in dirs.into_iter().chain(wino) {
+        // The direct rows once per kernel shape; Winograd with the adapter's own.
+        let mut runs: Vec<(String, Tiling, &Run)> = Vec::new();
+        for kernel_shape in [Tiling::Lanes, Tiling::Workgroup] {
+            for (name, f) in &dirs {
+                runs.push((format!("{name}{}", suffix(kernel_shape)), kernel_shape, f));
+            }
+        }
+        for (name, f) in &wino {
+            runs.push((name.clone(), tiling, f));
+        }
+        for (name, kernel_shape, f) in runs {
+            gpu.set_tiling(kernel_shape);
             let t = median_secs(gpu, cfg.reps, f)?;
             rows.push(BenchRow {
-                name: name.into(),
+                name,
                 shape: shape.clone(),
                 median_ms: t * 1e3,
                 rate: flops / t / 1e9,
@@ -184,6 +201,7 @@ pub fn run_kernels(gpu: &Gpu, cfg: &KernelBench) -> Result<Vec<BenchRow>> {
         }
     }
     gpu.set_conv_algo(algo);
+    gpu.set_tiling(tiling);
     for classes in [10u32, 100] {
         let k = cfg.sort_keys;
         let labels: Vec<u32> = (0..k as u32)
@@ -204,6 +222,14 @@ pub fn run_kernels(gpu: &Gpu, cfg: &KernelBench) -> Result<Vec<BenchRow>> {
         });
     }
     Ok(rows)
+}
+
+/// How a row names the kernel shape it ran with.
+fn suffix(tiling: Tiling) -> &'static str {
+    match tiling {
+        Tiling::Workgroup => ", workgroup tiles",
+        _ => "",
+    }
 }
 
 /// The table as Markdown.

@@ -133,6 +133,15 @@ fn info(flags: &GpuFlags) -> Result<()> {
     println!("  backend: {:?}", i.backend);
     println!("  every kernel's needs met: {}", needs_met(&table, &chosen));
     let gpu = Gpu::from_adapter(chosen)?;
+    if let Some(tiling) = req.tiling {
+        gpu.set_tiling(tiling);
+    }
+    println!(
+        "  kernels: {} tiling ({:?} adapter; --tiling auto picks lanes on CPU drivers, \
+         workgroup elsewhere)",
+        gpu.tiling().name(),
+        i.device_type
+    );
     let t = probe::compile_times(&gpu)?;
     println!(
         "  pipelines: all {} created in {:.2} s",

@@ -209,11 +209,17 @@ pub(super) fn kernels() -> Vec<KernelVariant> {
             }
         }
     }
-    for dir in [TiledGemm::Forward, TiledGemm::InputGrad, TiledGemm::WeightGrad] {
-        out.push(KernelVariant::of(&Kernel::<ConvParams>::with_constants(
-            "tiled",
-            &dir.constants(),
-        )));
+    for dir in [
+        TiledGemm::Forward,
+        TiledGemm::InputGrad,
+        TiledGemm::WeightGrad,
+    ] {
+        for rows in [1, 2, 4] {
+            out.push(KernelVariant::of(&Kernel::<ConvParams>::with_constants(
+                "tiled",
+                &dir.constants(rows),
+            )));
+        }
     }
     out
 }
@@ -227,8 +233,8 @@ enum TiledGemm {
 }
 
 impl TiledGemm {
-    fn constants(self) -> [(&'static str, f64); 1] {
-        [("DIRECTION", self as u32 as f64)]
+    fn constants(self, rows: usize) -> [(&'static str, f64); 2] {
+        [("DIRECTION", self as u32 as f64), ("ROWS", rows as f64)]
     }
 
     /// The direction's name in profiles (the same as the lane kernels').
@@ -241,8 +247,14 @@ impl TiledGemm {
     }
 }
 
-/// Side of the square tile of the GEMM output one tiled workgroup computes (`TILE` in WGSL).
+/// Columns of the GEMM output one tiled workgroup computes (`TILE` in WGSL).
 const TILE: usize = 64;
+
+/// Rows of C per invocation of the tiled kernel (`ROWS`): the fewest 16-row blocks that cover
+/// `m` rows, at most 4 (a 64-row tile).
+fn tiled_rows(m: usize) -> usize {
+    m.div_ceil(16).next_power_of_two().min(4)
+}
 
 /// Runs one direction of convolution `d` with the workgroup-tiled kernel (GPUs): `src` is x
 /// (forward, weight_grad) or dy (input_grad), `other` the weight (forward, input_grad) or dy
@@ -265,20 +277,26 @@ fn tiled(
         TiledGemm::WeightGrad => {
             // A few output tiles and a long reduction: split it so that some 256 workgroups
             // exist (enough for a large GPU), each summing at least 1,024 pixels.
-            let tiles = (d.ci * khw).div_ceil(TILE) * d.co.div_ceil(TILE);
+            let tiles = (d.ci * khw).div_ceil(TILE) * d.co.div_ceil(16 * tiled_rows(d.co));
             let splits = (256 / tiles).clamp(1, pixels.div_ceil(1024).max(1));
-            (d.co, d.ci * khw, vec![splits, d.co, d.ci, d.kh, d.kw], splits)
+            (
+                d.co,
+                d.ci * khw,
+                vec![splits, d.co, d.ci, d.kh, d.kw],
+                splits,
+            )
         }
     };
     let out = Tensor::empty(src.gpu(), &shape, DType::F32);
     fits_u32(op, out.numel())?;
+    let rows = tiled_rows(m);
     let groups = [
         n.div_ceil(TILE) as u32,
-        m.div_ceil(TILE) as u32,
+        m.div_ceil(16 * rows) as u32,
         splits as u32,
     ];
     launch_noted(
-        &Kernel::with_constants("tiled", &dir.constants()),
+        &Kernel::with_constants("tiled", &dir.constants(rows)),
         &d.params(g, pixels.div_ceil(splits)),
         &[src, other, &out],
         groups,
