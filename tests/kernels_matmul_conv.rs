@@ -39,6 +39,7 @@ fn matmul_matches_cpu_on_awkward_shapes_and_transposes() {
         (64, 64, 64),
         (130, 9, 5),
         (2, 300, 3),
+        (131, 17, 140),
     ];
     for (tiling, &(m, k, n)) in TILINGS
         .iter()

@@ -74,8 +74,9 @@ pub(crate) fn matmul_batched(
         batch_stride_c: (m * n) as u32,
     };
     let plain = constants(false, false, false);
-    let kernel = Kernel::with_constants(entry(a.gpu()), &plain);
-    let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32];
+    let (entry, tile) = entry(a.gpu());
+    let kernel = Kernel::with_constants(entry, &plain);
+    let groups = [n.div_ceil(tile) as u32, m.div_ceil(tile) as u32, batch as u32];
     super::launch_noted(&kernel, &p, &[a, b, out], groups, || {
         (
             format!("matmul {batch}x {m}x{k}x{n}"),
@@ -120,12 +121,13 @@ fn constants(trans_a: bool, trans_b: bool, acc: bool) -> [(&'static str, f64); 3
     ]
 }
 
-/// The entry point for the GPU's kernel shape: `main` (register blocks per lane) or `tiled`
-/// (workgroup-memory tiles); both take the same parameters and grid.
-fn entry(gpu: &Gpu) -> &'static str {
+/// The entry point for the GPU's kernel shape and the side of the square tile of C one
+/// workgroup computes: `main` (8x8 register blocks per lane, 128) or `tiled` (workgroup-memory
+/// tiles, 64). Both take the same parameters.
+fn entry(gpu: &Gpu) -> (&'static str, usize) {
     match gpu.tiling() {
-        Tiling::Workgroup => "tiled",
-        _ => "main",
+        Tiling::Workgroup => ("tiled", 64),
+        _ => ("main", 128),
     }
 }
 
@@ -157,7 +159,8 @@ fn launch(
     }
     fits_u32("matmul", m * k.max(n))?;
     let constants = constants(trans_a, trans_b, acc);
-    let kernel = Kernel::with_constants(entry(a.gpu()), &constants);
+    let (entry, tile) = entry(a.gpu());
+    let kernel = Kernel::with_constants(entry, &constants);
     if k == 0 {
         // An empty sum: zeros (or nothing to add).
         if !acc {
@@ -171,7 +174,7 @@ fn launch(
         k: k as u32,
         ..Default::default()
     };
-    let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, 1];
+    let groups = [n.div_ceil(tile) as u32, m.div_ceil(tile) as u32, 1];
     super::launch_noted(&kernel, &p, &[a, b, out], groups, || {
         (format!("matmul {m}x{k}x{n}"), 2.0 * (m * k * n) as f64)
     })
