@@ -154,32 +154,46 @@ fn sums_finish(@builtin(global_invocation_id) id: vec3<u32>) {
     out2[ch] = s2;
 }
 
-@compute @workgroup_size(256)
-fn apply(@builtin(workgroup_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_index(gid, nwg, lid);
-    if i >= p.n * p.c * p.hw {
-        return;
+// Elements of one plane an apply invocation takes (PLANE_STEP apart, so that adjacent
+// invocations touch adjacent values).
+const PER: u32 = 4u;
+const PLANE_STEP: u32 = 64u;
+
+@compute @workgroup_size(64)
+fn apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let ch = wg.y;
+    let plane = (wg.z * p.c + ch) * p.hw;
+    let scale = inverseSqrt(variance[ch] + p.eps) * gamma[ch];
+    let shift = beta[ch] - mean[ch] * scale;
+    for (var t = 0u; t < PER; t++) {
+        let s = wg.x * PER * PLANE_STEP + t * PLANE_STEP + lid.x;
+        if s < p.hw {
+            var y = x[plane + s] * scale + shift;
+            if RELU {
+                y = max(y, 0.0);
+            }
+            out[plane + s] = y;
+        }
     }
-    let ch = (i / p.hw) % p.c;
-    var y = (x[i] - mean[ch]) * inverseSqrt(variance[ch] + p.eps) * gamma[ch] + beta[ch];
-    if RELU {
-        y = max(y, 0.0);
-    }
-    out[i] = y;
 }
 
-@compute @workgroup_size(256)
-fn backward_apply(@builtin(workgroup_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_index(gid, nwg, lid);
-    let m = p.n * p.hw;
-    if i >= m * p.c {
-        return;
-    }
-    let ch = (i / p.hw) % p.c;
+@compute @workgroup_size(64)
+fn backward_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let ch = wg.y;
+    let plane = (wg.z * p.c + ch) * p.hw;
+    let inv_m = 1.0 / f32(p.n * p.hw);
     let rstd = inverseSqrt(variance[ch] + p.eps);
-    let xhat = (x[i] - mean[ch]) * rstd;
-    let inv_m = 1.0 / f32(m);
-    out[i] = gamma[ch] * rstd * (dy[i] - sum_dy[ch] * inv_m - xhat * sum_dy_xhat[ch] * inv_m);
+    let mu = mean[ch];
+    let g = gamma[ch] * rstd;
+    let a = sum_dy[ch] * inv_m;
+    let b = sum_dy_xhat[ch] * inv_m * rstd;
+    for (var t = 0u; t < PER; t++) {
+        let s = wg.x * PER * PLANE_STEP + t * PLANE_STEP + lid.x;
+        if s < p.hw {
+            let i = plane + s;
+            out[i] = g * (dy[i] - a - (x[i] - mu) * b);
+        }
+    }
 }
 
 @compute @workgroup_size(256)

@@ -1,8 +1,10 @@
 // Elementwise maps, with broadcasting for binary ops and fused tails.
 //
-// Dispatch geometry (all entries): 1-D, 256 invocations per workgroup, one element each; the
-// grid is folded into 2-D when it exceeds 65535 workgroups, so the flat index is
-// (gid.y * num_workgroups.x + gid.x) * 256 + lid.x.
+// Dispatch geometry (all entries): 1-D, 256 elements per workgroup, taken by 64 invocations
+// of 4 elements each, 64 apart (adjacent invocations touch adjacent values; fewer, longer
+// invocations measured 1.5-2.5x faster on lavapipe than one element each); the grid is folded
+// into 2-D when it exceeds 65535 workgroups, so element t of invocation lid.x is
+// (gid.y * num_workgroups.x + gid.x) * 256 + 64 t + lid.x.
 // - unary:  out[i] = alpha * f(a[i]) + beta, f chosen by `op` (see UNARY_* below).
 // - binary: out[i] = g(a[ia], b[ib]); when `bcast` is 0 both operands have out's shape
 //           (ia = ib = i); otherwise out is a rank-4 shape [d0,d1,d2,d3] and ia/ib come
@@ -51,8 +53,9 @@ const BINARY_RELU_GRAD: u32 = 6u;  // a * (b > 0): ReLU backward given the pre-a
 const BINARY_GT: u32 = 7u;         // 1 where a > b, else 0
 const BINARY_FIRST: u32 = 8u;      // a: with broadcasting, expands a to the output shape
 
-fn flat_index(gid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (gid.y * nwg.x + gid.x) * 256u + lid.x;
+// Element t (0..4) of an invocation.
+fn flat_index(gid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, t: u32) -> u32 {
+    return (gid.y * nwg.x + gid.x) * 256u + 64u * t + lid.x;
 }
 
 fn unary_op(x: f32) -> f32 {
@@ -82,13 +85,14 @@ fn sigmoid(x: f32) -> f32 {
     return e / (1.0 + e);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn unary(@builtin(workgroup_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_index(gid, nwg, lid);
-    if i >= p.n {
-        return;
+    for (var t = 0u; t < 4u; t++) {
+        let i = flat_index(gid, nwg, lid, t);
+        if i < p.n {
+            out[i] = p.alpha * unary_op(a[i]) + p.beta;
+        }
     }
-    out[i] = p.alpha * unary_op(a[i]) + p.beta;
 }
 
 fn binary_op(x: f32, y: f32) -> f32 {
@@ -106,33 +110,35 @@ fn binary_op(x: f32, y: f32) -> f32 {
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn binary(@builtin(workgroup_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_index(gid, nwg, lid);
-    if i >= p.n {
-        return;
+    for (var t = 0u; t < 4u; t++) {
+        let i = flat_index(gid, nwg, lid, t);
+        if i < p.n {
+            var ia = i;
+            var ib = i;
+            if p.bcast != 0u {
+                let i3 = i % p.dims.w;
+                let t2 = i / p.dims.w;
+                let i2 = t2 % p.dims.z;
+                let t1 = t2 / p.dims.z;
+                let i1 = t1 % p.dims.y;
+                let i0 = t1 / p.dims.y;
+                let idx = vec4<u32>(i0, i1, i2, i3);
+                ia = dot(idx, p.stride_a);
+                ib = dot(idx, p.stride_b);
+            }
+            out[i] = p.alpha * binary_op(a[ia], b[ib]);
+        }
     }
-    var ia = i;
-    var ib = i;
-    if p.bcast != 0u {
-        let i3 = i % p.dims.w;
-        let t2 = i / p.dims.w;
-        let i2 = t2 % p.dims.z;
-        let t1 = t2 / p.dims.z;
-        let i1 = t1 % p.dims.y;
-        let i0 = t1 / p.dims.y;
-        let idx = vec4<u32>(i0, i1, i2, i3);
-        ia = dot(idx, p.stride_a);
-        ib = dot(idx, p.stride_b);
-    }
-    out[i] = p.alpha * binary_op(a[ia], b[ib]);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn fill(@builtin(workgroup_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_index(gid, nwg, lid);
-    if i >= p.n {
-        return;
+    for (var t = 0u; t < 4u; t++) {
+        let i = flat_index(gid, nwg, lid, t);
+        if i < p.n {
+            out[i] = p.alpha;
+        }
     }
-    out[i] = p.alpha;
 }

@@ -152,9 +152,21 @@ pub fn bn_apply(
         &apply_kernel(relu),
         &params(n, c, hw, eps, 0.0),
         &[x, mean, var, gamma, beta, &out],
-        grid_1d(x.numel(), 256),
+        plane_grid(n, c, hw)?,
     )?;
     Ok(out)
+}
+
+/// Values of one plane an `apply` / `backward_apply` workgroup covers (64 invocations x 4).
+const PLANE_BLOCK: usize = 256;
+
+/// Grid of the per-plane kernels: blocks of a plane along x, channels along y, images along z,
+/// so that each workgroup's channel is its y index (no division per element).
+fn plane_grid(n: usize, c: usize, hw: usize) -> Result<[u32; 3]> {
+    ensure(n <= 65535 && c <= 65535, "batch norm", || {
+        format!("{n} images x {c} channels: at most 65535 of each per dispatch")
+    })?;
+    Ok([hw.div_ceil(PLANE_BLOCK) as u32, c as u32, n as u32])
 }
 
 /// Updates running statistics in place: r = (1 - momentum) r + momentum * batch, with the
@@ -203,7 +215,7 @@ pub fn bn_backward(
         &BACKWARD_APPLY,
         &p,
         &[x, mean, var, gamma, dy, &dx, &dbeta, &dgamma],
-        grid_1d(x.numel(), 256),
+        plane_grid(n, c, hw)?,
     )?;
     Ok((dx, dgamma, dbeta))
 }

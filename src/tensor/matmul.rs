@@ -76,7 +76,11 @@ pub(crate) fn matmul_batched(
     let plain = constants(false, false, false);
     let (entry, tile) = entry(a.gpu());
     let kernel = Kernel::with_constants(entry, &plain);
-    let groups = [n.div_ceil(tile) as u32, m.div_ceil(tile) as u32, batch as u32];
+    let groups = [
+        n.div_ceil(tile) as u32,
+        m.div_ceil(tile) as u32,
+        batch as u32,
+    ];
     super::launch_noted(&kernel, &p, &[a, b, out], groups, || {
         (
             format!("matmul {batch}x {m}x{k}x{n}"),
