@@ -5,7 +5,10 @@
 // three entry points here are the transforms around them.
 //
 // Layouts: V[16][C][P] (input transform), U[16][K][C] (filter transform), M[16][K][P]
-// (products), y[N][K][OH][OW]. Tile p = (n * tiles_h + ty) * tiles_w + tx covers output rows
+// (products), y[N][K][OH][OW]. F(4x4)'s input transform also serves the weight gradient, in
+// the split layout described at `chunk`; that gradient adds two transforms, the adjoints of
+// the output and filter transforms (dM = A dy A^T and dg = G^T dU G), around products
+// dU = dM V^T summed over tiles. Tile p = (n * tiles_h + ty) * tiles_w + tx covers output rows
 // 2ty, 2ty+1 and columns 2tx, 2tx+1, and reads input rows 2ty - pad .. 2ty - pad + 3 (zeros
 // outside the image). One invocation per (tile, channel) pair; no workgroup memory.
 //
@@ -24,6 +27,11 @@ struct Params {
     pad: u32,
     tiles_h: u32,
     tiles_w: u32,
+    // Tiles per split of the tile axis P in F(4x4)'s input and output-gradient transforms: the
+    // weight gradient sums its products over S = ceil(P / chunk) splits, laid out
+    // [S][36][channels][chunk] (tiles past P zero); the forward pass uses chunk = P, i.e.
+    // [36][channels][P].
+    chunk: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -215,13 +223,30 @@ fn at4(m: array<f32, 6>) -> array<f32, 4> {
     );
 }
 
-// x [N][C][H][W] -> V[36][C][P]: V = B^T d B.
+// Tiles the split layout holds: P rounded up to whole chunks.
+fn padded_tiles() -> u32 {
+    return (tiles() + p.chunk - 1u) / p.chunk * p.chunk;
+}
+
+// Where value e (of 36) of channel c (of `channels`) for tile t goes in the split layout.
+fn slot(e: u32, c: u32, channels: u32, t: u32) -> u32 {
+    let s = t / p.chunk;
+    return ((s * 36u + e) * channels + c) * p.chunk + (t - s * p.chunk);
+}
+
+// x [N][C][H][W] -> V[S][36][C][chunk]: V = B^T d B.
 @compute @workgroup_size(64)
 fn input_transform4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let np = tiles();
     let t = gid.x;
     let c = gid.y;
-    if t >= np || c >= p.ci {
+    if t >= padded_tiles() || c >= p.ci {
+        return;
+    }
+    if t >= np {
+        for (var e = 0u; e < 36u; e++) {
+            dst[slot(e, c, p.ci, t)] = 0.0;
+        }
         return;
     }
     let at = tile_at(t);
@@ -240,8 +265,6 @@ fn input_transform4(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         cols[j] = bt6(col);
     }
-    let stride = p.ci * np;
-    let o = c * np + t;
     for (var i = 0u; i < 6u; i++) {
         var row: array<f32, 6>;
         for (var j = 0u; j < 6u; j++) {
@@ -249,7 +272,7 @@ fn input_transform4(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         let v = bt6(row);
         for (var j = 0u; j < 6u; j++) {
-            dst[(i * 6u + j) * stride + o] = v[j];
+            dst[slot(i * 6u + j, c, p.ci, t)] = v[j];
         }
     }
 }
@@ -319,6 +342,94 @@ fn output_transform4(@builtin(global_invocation_id) gid: vec3<u32>) {
             if col < p.ow {
                 dst[base + row * p.ow + col] = y[j];
             }
+        }
+    }
+}
+
+// ---- F(4x4, 3x3) weight gradient ----
+
+// A y for the 6x4 matrix A (the transpose of at4's A^T).
+fn a6(y: array<f32, 4>) -> array<f32, 6> {
+    return array<f32, 6>(
+        y[0],
+        y[0] + y[1] + y[2] + y[3],
+        y[0] - y[1] + y[2] - y[3],
+        y[0] + 2.0 * y[1] + 4.0 * y[2] + 8.0 * y[3],
+        y[0] - 2.0 * y[1] + 4.0 * y[2] - 8.0 * y[3],
+        y[3],
+    );
+}
+
+// G^T u for the 6x3 matrix G of g6.
+fn gt3(u: array<f32, 6>) -> array<f32, 3> {
+    return array<f32, 3>(
+        0.25 * u[0] - (u[1] + u[2]) / 6.0 + (u[3] + u[4]) / 24.0,
+        (u[2] - u[1]) / 6.0 + (u[3] - u[4]) / 12.0,
+        (u[3] + u[4] - u[1] - u[2]) / 6.0 + u[5],
+    );
+}
+
+// dy [N][K][OH][OW] -> dM[S][36][K][chunk]: dM = A dy A^T over each 4x4 tile of dy (zero past
+// the plane), the adjoint of output_transform4.
+@compute @workgroup_size(64)
+fn output_grad_transform4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let np = tiles();
+    let t = gid.x;
+    let k = gid.y;
+    if t >= padded_tiles() || k >= p.co {
+        return;
+    }
+    if t >= np {
+        for (var e = 0u; e < 36u; e++) {
+            dst[slot(e, k, p.co, t)] = 0.0;
+        }
+        return;
+    }
+    let at = tile_at(t);
+    let base = (at.z * p.co + k) * p.oh * p.ow;
+    // rows[i] = A (row i of the dy tile), i.e. dy A^T by rows.
+    var rows: array<array<f32, 6>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        let row = 4u * at.y + i;
+        var y: array<f32, 4>;
+        for (var j = 0u; j < 4u; j++) {
+            let col = 4u * at.x + j;
+            if row < p.oh && col < p.ow {
+                y[j] = src[base + row * p.ow + col];
+            }
+        }
+        rows[i] = a6(y);
+    }
+    for (var j = 0u; j < 6u; j++) {
+        let m = a6(array<f32, 4>(rows[0][j], rows[1][j], rows[2][j], rows[3][j]));
+        for (var i = 0u; i < 6u; i++) {
+            dst[slot(i * 6u + j, k, p.co, t)] = m[i];
+        }
+    }
+}
+
+// dU[36][K][C] -> dw [K][C][3][3]: dg = G^T dU G, the adjoint of filter_transform4.
+@compute @workgroup_size(64)
+fn filter_grad_transform4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    let k = gid.y;
+    if c >= p.ci || k >= p.co {
+        return;
+    }
+    let stride = p.co * p.ci;
+    let o = k * p.ci + c;
+    var rows: array<array<f32, 3>, 6>; // rows[i] = G^T (row i of dU), i.e. dU G by rows
+    for (var i = 0u; i < 6u; i++) {
+        var u: array<f32, 6>;
+        for (var j = 0u; j < 6u; j++) {
+            u[j] = src[(i * 6u + j) * stride + o];
+        }
+        rows[i] = gt3(u);
+    }
+    for (var b = 0u; b < 3u; b++) {
+        let g = gt3(array<f32, 6>(rows[0][b], rows[1][b], rows[2][b], rows[3][b], rows[4][b], rows[5][b]));
+        for (var a = 0u; a < 3u; a++) {
+            dst[(o * 3u + a) * 3u + b] = g[a];
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Winograd F(2x2, 3x3) convolutions against the plain CPU convolution (f64) and beside the
-//! direct kernels, forward and input gradient, on ResNet-like and awkward shapes (odd planes
+//! Winograd F(2x2, 3x3) and F(4x4, 3x3) convolutions against the plain CPU convolution (f64)
+//! and beside the direct kernels, forward and input gradient (and F(4x4)'s weight gradient),
+//! on ResNet-like and awkward shapes (odd planes
 //! that leave half tiles, channel counts that are not multiples of 4, every padding 0-2).
 //!
 //! Tolerance per entry: |got - want| <= 1e-5 * S, where S is the sum of |x| |w| over the
@@ -15,7 +16,7 @@ mod common;
 use common::{Rng, gpu};
 use dynloss_wgpu::Tensor;
 use dynloss_wgpu::gpu::ConvAlgo;
-use dynloss_wgpu::tensor::conv::{ConvGeom, conv2d, conv2d_input_grad};
+use dynloss_wgpu::tensor::conv::{ConvGeom, conv2d, conv2d_input_grad, conv2d_weight_grad};
 use dynloss_wgpu::tensor::winograd::{self, Tile};
 
 /// Relative tolerances against the sum of absolute terms (see the module comment).
@@ -184,6 +185,95 @@ fn winograd_forward_and_input_grad_match_the_cpu() {
     }
 }
 
+/// dW[k][c][a][e] = sum over images and output pixels of dy[b,k,i,j] x[b,c,i+a-pad,j+e-pad],
+/// and the matching sums of |dy| |x|.
+fn cpu_weight_grad(
+    x: &[f32],
+    dy: &[f32],
+    (n, ci, h, wd): (usize, usize, usize, usize),
+    co: usize,
+    pad: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let (oh, ow) = (h + 2 * pad - 2, wd + 2 * pad - 2);
+    let mut dw = vec![0.0; co * ci * 9];
+    let mut s = vec![0.0; co * ci * 9];
+    for b in 0..n {
+        for k in 0..co {
+            for c in 0..ci {
+                for a in 0..3 {
+                    for e in 0..3 {
+                        let o = ((k * ci + c) * 3 + a) * 3 + e;
+                        for i in 0..oh {
+                            for j in 0..ow {
+                                let (r, q) = (
+                                    (i + a) as isize - pad as isize,
+                                    (j + e) as isize - pad as isize,
+                                );
+                                if r < 0 || q < 0 || r >= h as isize || q >= wd as isize {
+                                    continue;
+                                }
+                                let xv =
+                                    x[((b * ci + c) * h + r as usize) * wd + q as usize] as f64;
+                                let g = dy[((b * co + k) * oh + i) * ow + j] as f64;
+                                dw[o] += g * xv;
+                                s[o] += (g * xv).abs();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (dw, s)
+}
+
+/// F(4x4)'s weight gradient (the adjoint transforms around products summed over tiles, split
+/// into chunks beyond 256 tiles) against the CPU, beside the direct kernel.
+#[test]
+fn winograd_weight_grad_matches_the_cpu() {
+    let g = gpu();
+    g.set_conv_algo(ConvAlgo::Direct);
+    let mut rng = Rng::new(41);
+    // (n, ci, h, w, co, pad): half tiles, every padding, channels not multiples of 4, and
+    // 275 tiles (two splits, the last one padded with an empty tile).
+    let cases = [
+        (2, 16, 8, 8, 16, 1),
+        (3, 5, 7, 9, 6, 1),
+        (1, 3, 5, 5, 7, 0),
+        (2, 4, 6, 3, 3, 2),
+        (1, 1, 1, 1, 1, 1),
+        (11, 4, 17, 17, 5, 1),
+    ];
+    for (n, ci, h, wd, co, pad) in cases {
+        let what = format!("n{n} {ci}->{co} {h}x{wd} pad {pad}");
+        let (oh, ow) = (h + 2 * pad - 2, wd + 2 * pad - 2);
+        let x = rng.vec(n * ci * h * wd);
+        let dy = rng.vec(n * co * oh * ow);
+        let xt = Tensor::from_f32(&g, &[n, ci, h, wd], &x).unwrap();
+        let dyt = Tensor::from_f32(&g, &[n, co, oh, ow], &dy).unwrap();
+        let (want, scale) = cpu_weight_grad(&x, &dy, (n, ci, h, wd), co, pad);
+        let geom = ConvGeom { stride: 1, pad };
+        let direct = conv2d_weight_grad(&xt, &dyt, (3, 3), geom).unwrap();
+        let e_d = check(
+            &format!("{what}: direct weight grad"),
+            &direct,
+            &want,
+            &scale,
+            TOL_F2,
+        );
+        let wino = winograd::conv2d_weight_grad(&xt, &dyt, pad).unwrap();
+        assert_eq!(wino.shape(), &[co, ci, 3, 3], "{what}: shape");
+        let e = check(
+            &format!("{what}: F4 weight grad"),
+            &wino,
+            &want,
+            &scale,
+            TOL_F4,
+        );
+        println!("{what}: weight-grad error / S: direct {e_d:.1e}, F4 {e:.1e}");
+    }
+}
+
 #[test]
 fn winograd_refuses_what_it_cannot_compute() {
     let g = gpu();
@@ -224,21 +314,26 @@ fn conv_entry_points_follow_the_chosen_algorithm() {
     };
     let fwd = || conv2d(&x, &w, s1).unwrap();
     let bwd = || conv2d_input_grad(&dy, &w, (8, 8), s1).unwrap();
+    let wgrad = || conv2d_weight_grad(&x, &dy, (3, 3), s1).unwrap();
     let strided = || conv2d(&x, &w, s2).unwrap();
     g.set_conv_algo(ConvAlgo::Direct);
     let (n_fd, y_direct) = dispatches(&fwd);
     let (n_bd, dx_direct) = dispatches(&bwd);
+    let (n_wd, dw_direct) = dispatches(&wgrad);
     g.set_conv_algo(ConvAlgo::Winograd);
     let (n_fw, y_wino) = dispatches(&fwd);
     let (n_bw, dx_wino) = dispatches(&bwd);
+    let (n_ww, dw_wino) = dispatches(&wgrad);
     let (n_s2, _) = dispatches(&strided);
-    assert_eq!((n_fd, n_bd), (1, 1), "direct");
-    assert_eq!((n_fw, n_bw), (4, 4), "winograd");
+    assert_eq!((n_fd, n_bd, n_wd), (1, 1, 1), "direct");
+    // Weight gradient: input and output-gradient transforms, products, filter transform.
+    assert_eq!((n_fw, n_bw, n_ww), (4, 4, 4), "winograd");
     assert_eq!(n_s2, 1, "a strided convolution stays direct");
     for (a, b) in y_direct
         .iter()
         .zip(&y_wino)
         .chain(dx_direct.iter().zip(&dx_wino))
+        .chain(dw_direct.iter().zip(&dw_wino))
     {
         assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
     }

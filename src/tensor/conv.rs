@@ -476,6 +476,9 @@ pub fn conv2d_weight_grad(
         || format!("input {xs:?} and gradient {ys:?} do not fit a {kh}x{kw} kernel"),
     )?;
     let d = Dims::new(xs, ys[1], (ys[2], ys[3]), (kh, kw));
+    if winograd_tile(x.gpu(), &d, g).is_some() {
+        return super::winograd::conv2d_weight_grad(x, dy, g.pad);
+    }
     if x.gpu().tiling() == Tiling::Workgroup {
         return tiled(TiledGemm::WeightGrad, OP, x, dy, d, g);
     }

@@ -41,14 +41,15 @@ pub fn matmul_acc(
     launch(a, b, out, trans_a, trans_b, true, (m, k, n))
 }
 
-/// `batch` independent products `out[z] = a[z] @ b[z]` (no transposes): a holds `batch`
-/// row-major [M,K] matrices back to back, b [K,N] ones, out [M,N] ones.
+/// `batch` independent products `out[z] = a[z] @ op(b[z])`: a holds `batch` row-major [M,K]
+/// matrices back to back, b [K,N] ones (or [N,K] ones with `trans_b`), out [M,N] ones.
 pub(crate) fn matmul_batched(
     a: &Tensor,
     b: &Tensor,
     out: &Tensor,
     batch: usize,
     (m, k, n): (usize, usize, usize),
+    trans_b: bool,
 ) -> Result<()> {
     ensure(
         a.numel() == batch * m * k && b.numel() == batch * n * k && out.numel() == batch * m * n,
@@ -73,9 +74,9 @@ pub(crate) fn matmul_batched(
         batch_stride_b: (k * n) as u32,
         batch_stride_c: (m * n) as u32,
     };
-    let plain = constants(false, false, false);
+    let consts = constants(false, trans_b, false);
     let (entry, tile) = entry(a.gpu());
-    let kernel = Kernel::with_constants(entry, &plain);
+    let kernel = Kernel::with_constants(entry, &consts);
     let groups = [
         n.div_ceil(tile) as u32,
         m.div_ceil(tile) as u32,

@@ -21,6 +21,7 @@ kernel_params! {
         pad: u32,
         tiles_h: u32,
         tiles_w: u32,
+        chunk: u32,
     }
 }
 
@@ -62,7 +63,10 @@ impl Tile {
 
 /// Every variant the launchers here can create.
 pub(super) fn kernels() -> Vec<KernelVariant> {
-    let mut out = Vec::new();
+    let mut out = vec![
+        KernelVariant::of(&Kernel::<WinogradParams>::new("output_grad_transform4")),
+        KernelVariant::of(&Kernel::<WinogradParams>::new("filter_grad_transform4")),
+    ];
     for tile in [Tile::F2, Tile::F4] {
         for stage in ["input", "output"] {
             out.push(KernelVariant::of(&Kernel::<WinogradParams>::new(
@@ -171,6 +175,7 @@ fn run(src: &Tensor, w: &Tensor, co: usize, pad: usize, flip: bool, tile: Tile) 
         pad: pad as u32,
         tiles_h: th as u32,
         tiles_w: tw as u32,
+        chunk: tiles as u32,
     };
     let label = |stage: &str| format!("winograd F{m} {stage} {ci}->{co} {h}x{wd}");
     let v = Tensor::empty(gpu, &[values, ci, tiles], DType::F32);
@@ -190,7 +195,7 @@ fn run(src: &Tensor, w: &Tensor, co: usize, pad: usize, flip: bool, tile: Tile) 
         || (label("filter"), 0.0),
     )?;
     let prod = Tensor::empty(gpu, &[values, co, tiles], DType::F32);
-    super::matmul::matmul_batched(&u, &v, &prod, values, (co, ci, tiles))?;
+    super::matmul::matmul_batched(&u, &v, &prod, values, (co, ci, tiles), false)?;
     let out = Tensor::empty(gpu, &[n, co, oh, ow], DType::F32);
     launch_noted(
         &Kernel::new(tile.entry("output")),
@@ -200,4 +205,83 @@ fn run(src: &Tensor, w: &Tensor, co: usize, pad: usize, flip: bool, tile: Tile) 
         || (label("output"), 0.0),
     )?;
     Ok(out)
+}
+
+/// The same as `conv::conv2d_weight_grad(x, dy, (3, 3), ConvGeom { stride: 1, pad })` by
+/// F(4x4, 3x3): x [N,C,H,W], dy [N,K,H+2pad-2,W+2pad-2]; returns [K,C,3,3]. The adjoint of
+/// the forward pass: dU = sum over tiles of (A dy A^T) . (B^T d B) per tile, as 36 products
+/// [K, tiles] x [tiles, C] (split along the tiles and summed, so that a GPU has work for
+/// many workgroups), then dw = G^T dU G.
+pub fn conv2d_weight_grad(x: &Tensor, dy: &Tensor, pad: usize) -> Result<Tensor> {
+    const OP: &str = "winograd conv2d_weight_grad";
+    let (xs, ys) = (x.expect_rank(OP, 4)?, dy.expect_rank(OP, 4)?);
+    let (n, ci, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
+    let co = ys[1];
+    ensure(
+        pad <= 2 && h + 2 * pad >= 3 && wd + 2 * pad >= 3,
+        OP,
+        || format!("input {xs:?} does not fit a 3x3 kernel with padding {pad}"),
+    )?;
+    let (oh, ow) = (h + 2 * pad - 2, wd + 2 * pad - 2);
+    ensure(ys == [n, co, oh, ow], OP, || {
+        format!("gradient {ys:?} does not match input {xs:?} with padding {pad}")
+    })?;
+    if n == 0 || ci == 0 || co == 0 {
+        return Err(shape_err(OP, format!("empty convolution of {xs:?}")));
+    }
+    let (th, tw) = (oh.div_ceil(4), ow.div_ceil(4));
+    let tiles = n * th * tw;
+    // Up to 4 splits of at least 256 tiles each.
+    let splits = tiles.div_ceil(256).clamp(1, 4);
+    let chunk = tiles.div_ceil(splits);
+    super::fits_u32(OP, 36 * splits * chunk * ci.max(co))?;
+    let gpu = x.gpu();
+    let p = WinogradParams {
+        n: n as u32,
+        ci: ci as u32,
+        h: h as u32,
+        w: wd as u32,
+        co: co as u32,
+        oh: oh as u32,
+        ow: ow as u32,
+        pad: pad as u32,
+        tiles_h: th as u32,
+        tiles_w: tw as u32,
+        chunk: chunk as u32,
+    };
+    let label = |stage: &str| format!("winograd F4 {stage} {ci}->{co} {h}x{wd}");
+    let padded = splits * chunk;
+    let v = Tensor::empty(gpu, &[splits * 36, ci, chunk], DType::F32);
+    launch_noted(
+        &Kernel::new(Tile::F4.entry("input")),
+        &p,
+        &[x, &v],
+        [padded.div_ceil(64) as u32, ci as u32, 1],
+        || (label("input"), 0.0),
+    )?;
+    let dm = Tensor::empty(gpu, &[splits * 36, co, chunk], DType::F32);
+    launch_noted(
+        &Kernel::new("output_grad_transform4"),
+        &p,
+        &[dy, &dm],
+        [padded.div_ceil(64) as u32, co as u32, 1],
+        || (label("output grad"), 0.0),
+    )?;
+    let parts = Tensor::empty(gpu, &[splits, 36 * co * ci], DType::F32);
+    super::matmul::matmul_batched(&dm, &v, &parts, splits * 36, (co, chunk, ci), true)?;
+    drop((v, dm));
+    let du = if splits == 1 {
+        parts
+    } else {
+        super::reduce::sum_axes(&parts, &[0])?
+    };
+    let dw = Tensor::empty(gpu, &[co, ci, 3, 3], DType::F32);
+    launch_noted(
+        &Kernel::new("filter_grad_transform4"),
+        &p,
+        &[&du, &dw],
+        [ci.div_ceil(64) as u32, co as u32, 1],
+        || (label("filter grad"), 0.0),
+    )?;
+    Ok(dw)
 }
