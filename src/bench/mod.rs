@@ -81,6 +81,15 @@ pub fn median_secs(gpu: &Gpu, reps: usize, mut f: impl FnMut() -> Result<()>) ->
     Ok(times[times.len() / 2])
 }
 
+/// GFLOP/s of an `n`^3 matmul with the GPU's kernels (median of `reps` after a warm-up):
+/// the machine's speed, printed beside step times so that runs on different machines compare.
+pub fn matmul_rate(gpu: &Gpu, n: usize, reps: usize) -> Result<f64> {
+    let a = random(gpu, &[n, n], 1)?;
+    let b = random(gpu, &[n, n], 2)?;
+    let t = median_secs(gpu, reps, || matmul(&a, &b, false, false).map(|_| ()))?;
+    Ok(2.0 * (n * n * n) as f64 / t / 1e9)
+}
+
 /// The distinct convolutions of ResNet-32 on 3x32x32: (Ci, Co, input side, stride).
 pub const RESNET32_CONVS: [(usize, usize, usize, usize); 6] = [
     (3, 16, 32, 1),

@@ -2,9 +2,10 @@
 
 use clap::Subcommand;
 use dynloss_wgpu::bench::{
-    KernelBench, StepBench, format_profile, format_steps, format_table, profile_step, run_kernels,
-    run_steps,
+    KernelBench, StepBench, format_profile, format_steps, format_table, matmul_rate, profile_step,
+    run_kernels, run_steps,
 };
+use dynloss_wgpu::choice::Choice;
 use dynloss_wgpu::gpu::Gpu;
 use dynloss_wgpu::train::Method;
 use dynloss_wgpu::{Error, Result};
@@ -93,6 +94,13 @@ pub fn run(gpu: &Gpu, what: &BenchWhat) -> Result<()> {
                         .unwrap_or([3, 32, 32]),
                 )],
             };
+            // Step times differ up to 4x between machines on one driver: this rate, from the
+            // same run, is what they compare by.
+            let rate = matmul_rate(gpu, 1024, 3)?;
+            println!(
+                "machine: matmul 1024^3 at {rate:.2} GFLOP/s ({} kernels)\n",
+                gpu.tiling().name()
+            );
             for (depth, input) in configs {
                 let cfg = StepBench {
                     depth,

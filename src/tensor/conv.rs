@@ -1,5 +1,7 @@
-//! 2-D convolution as implicit GEMM: forward, input gradient and weight gradient.
-//! The three form a closed family: each one's derivatives are the other two.
+//! 2-D convolution as implicit GEMM: forward, input gradient and weight gradient, in the
+//! lane-blocked shape for CPU drivers or the workgroup-tiled one for GPUs, or by Winograd
+//! (winograd.rs) for 3x3 stride-1 kernels. The three form a closed family: each one's
+//! derivatives are the other two.
 
 use super::winograd::Tile;
 use super::{DType, Tensor, ensure, fits_u32, launch_noted, reduce};
@@ -440,10 +442,10 @@ pub fn conv2d_input_grad(
     pixel_pass(PixelPass::InputGrad, OP, dy, w, d, g)
 }
 
-/// The Winograd tile the forward pass or input gradient of convolution `d` runs with, or
-/// `None` for the direct kernels: a 3x3 stride-1 kernel whose transformed tiles fit one
-/// storage binding, when the GPU's [`ConvAlgo`] asks for it (auto: where `bench kernels`
-/// measured it faster; forced: F(4x4, 3x3)).
+/// The Winograd tile convolution `d` runs with in every direction (the weight gradient only
+/// has F(4x4), the only tile this returns), or `None` for the direct kernels: a 3x3 stride-1
+/// kernel whose transformed tiles fit one storage binding, when the GPU's [`ConvAlgo`] asks
+/// for it (auto: where `bench kernels` measured it faster; forced: F(4x4, 3x3)).
 fn winograd_tile(gpu: &Gpu, d: &Dims, g: ConvGeom) -> Option<Tile> {
     if !super::winograd::applies((d.kh, d.kw), g.stride, g.pad) {
         return None;

@@ -1,7 +1,8 @@
 //! 3x3 stride-1 convolutions by Winograd's minimal filtering: F(2x2, 3x3) makes 16
 //! multiplications per 2x2 output tile and input channel instead of 36 (2.25x fewer),
 //! F(4x4, 3x3) 36 per 4x4 tile instead of 144 (4x fewer), each at the cost of three
-//! memory-bound transforms around one batched matmul (shaders/winograd.wgsl).
+//! memory-bound transforms around one batched matmul (shaders/winograd.wgsl). Forward pass
+//! and input gradient with either tile; the weight gradient with F(4x4).
 
 use super::{DType, Tensor, ensure, launch_noted};
 use crate::error::{Result, shape_err};
