@@ -119,9 +119,10 @@ mod tests {
         let all = all();
         let keys: HashSet<String> = all.iter().map(KernelVariant::key).collect();
         assert_eq!(keys.len(), all.len());
-        // Launcher-derived domains: 8 matmul transposition/accumulation variants and both
-        // fused-ReLU choices of the batch-norm apply.
-        assert_eq!(all.iter().filter(|v| v.shader == "matmul").count(), 8);
+        // Launcher-derived domains: 8 matmul transposition/accumulation variants for each
+        // kernel shape (lanes, workgroup tiles) and both fused-ReLU choices of the batch-norm
+        // apply.
+        assert_eq!(all.iter().filter(|v| v.shader == "matmul").count(), 16);
         assert_eq!(
             all.iter()
                 .filter(|v| v.shader == "batchnorm" && v.entry == "apply")
