@@ -235,11 +235,21 @@ fn corrector_keeps_trusting_clean_balanced_labels_and_runs_reproduce() {
 
 /// A classifier for 3 x 8 x 8 inputs of `classes` classes and a Dynamic Loss for it.
 fn tiny_dl(g: &dynloss_wgpu::Gpu, classes: usize) -> (TrainConfig, Classifier, DynamicLoss) {
+    tiny_dl_with(g, classes, |_| {})
+}
+
+/// As [`tiny_dl`], with the settings changed by `edit` first.
+fn tiny_dl_with(
+    g: &dynloss_wgpu::Gpu,
+    classes: usize,
+    edit: impl Fn(&mut TrainConfig),
+) -> (TrainConfig, Classifier, DynamicLoss) {
     let mut cfg = TrainConfig {
         method: Method::Dl,
         ..TrainConfig::default()
     };
     cfg.dl.bins = Some(5);
+    edit(&mut cfg);
     let model = zoo::build_named("resnet8", [3, 8, 8], classes).unwrap();
     let clf = Classifier::new(g, &cfg, model, 10).unwrap();
     let labels: Vec<u32> = (0..40).map(|i| i % classes as u32).collect();
@@ -300,6 +310,64 @@ fn the_warmup_fit_uses_each_batch_s_current_weak_logits_in_training_mode() {
     assert_eq!(
         fit.unwrap().to_f32_vec().unwrap(),
         out.logits.to_f32_vec().unwrap()
+    );
+}
+
+/// The corrector's trust g per (bin, class) of `dl`, from its saved parameters.
+fn trust_table(dl: &DynamicLoss, bins: usize) -> Vec<Vec<f64>> {
+    let mut ck = Checkpoint::default();
+    dl.save(&mut ck).unwrap();
+    let theta: Vec<Vec<f32>> = ck
+        .tensors
+        .iter()
+        .filter(|(name, ..)| name.starts_with("meta."))
+        .map(|(_, _, v)| v.clone())
+        .collect();
+    common::reference::corrector_table(&theta, bins)
+}
+
+/// `--corrector-target T`: the warm-up fit pulls every trained (bin, label) entry of the
+/// corrector towards g = T, where the authors' fit (reproduce the given labels) pushes g
+/// towards 1.
+#[test]
+fn a_corrector_target_pulls_the_warmup_fit_to_it() {
+    let g = gpu();
+    let mut rng = Rng::new(12);
+    let b = 20;
+    let x = Tensor::from_f32(&g, &[b, 3, 8, 8], &rng.vec(b * 192)).unwrap();
+    let label_ids: Vec<u32> = (0..b as u32).map(|i| i % 4).collect();
+    let bin_ids: Vec<u32> = (0..b as u32).map(|i| i % 5).collect();
+    let labels = Tensor::from_u32(&g, &[b], &label_ids).unwrap();
+    let bins = Tensor::from_u32(&g, &[b], &bin_ids).unwrap();
+    let mut trained = Vec::new();
+    for target in [None, Some(0.3f32)] {
+        let (_, mut clf, mut dl) = tiny_dl_with(&g, 4, |c| {
+            c.dl.corrector_target = target;
+            c.dl.meta_lr = 0.03;
+        });
+        for _ in 0..60 {
+            dl.warmup_step(&mut clf, &x, None, &labels, &bins).unwrap();
+        }
+        let table = trust_table(&dl, 5);
+        // The entries the batch trained: (bin, label) pairs it contains.
+        let seen: Vec<f64> = bin_ids
+            .iter()
+            .zip(&label_ids)
+            .map(|(&r, &y)| table[r as usize][y as usize])
+            .collect();
+        println!("target {target:?}: trained g {seen:.3?}");
+        if let Some(t) = target {
+            for v in &seen {
+                assert!((v - t as f64).abs() < 0.05, "g {v} should be near {t}");
+            }
+        }
+        trained.push(seen);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    assert!(
+        mean(&trained[0]) > 0.95,
+        "the authors' fit raises g: {:?}",
+        trained[0]
     );
 }
 

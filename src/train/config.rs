@@ -142,6 +142,10 @@ pub struct DlConfig {
     /// Variant: the generated margins are a residual added to the log class counts, so the
     /// method starts from Balanced Softmax's margins.
     pub anchor_margins: bool,
+    /// Variant: the warm-up fit pulls the corrector's trust g towards this value (between 0
+    /// and 1) instead of towards reproducing the given labels (which drives g to 1, where its
+    /// gradient g (1 - g) vanishes).
+    pub corrector_target: Option<f32>,
     /// Stabiliser: clamp margins to [-B, B].
     pub margin_bound: Option<f32>,
     /// Stabiliser: stop meta updates after this fraction of the epochs.
@@ -162,6 +166,7 @@ impl Default for DlConfig {
             meta_layers: None,
             meta_lr_follows_classifier: false,
             anchor_margins: false,
+            corrector_target: None,
             margin_bound: None,
             meta_stop: None,
         }
@@ -372,6 +377,19 @@ impl TrainConfig {
                         .into(),
                 );
             }
+            if let Some(t) = d.corrector_target {
+                if !(t > 0.0 && t < 1.0) {
+                    return bad(format!(
+                        "--corrector-target {t}: the corrector's trust g lies strictly between 0 and 1"
+                    ));
+                }
+                if d.no_label_corrector {
+                    return bad(
+                        "--corrector-target sets the label corrector's fit: drop --no-label-corrector"
+                            .into(),
+                    );
+                }
+            }
             if d.balanced_softmax && !d.no_margin_generator {
                 return bad(
                     "--balanced-softmax replaces the margin generator: add --no-margin-generator"
@@ -463,6 +481,15 @@ mod tests {
             "{e}"
         );
         cfg.dl.anchor_margins = false;
+        for (t, ok) in [(0.9, true), (1.0, false), (0.0, false), (f32::NAN, false)] {
+            cfg.dl.corrector_target = Some(t);
+            let r = cfg.validate();
+            assert_eq!(r.is_ok(), ok, "--corrector-target {t}");
+            if let Err(e) = r {
+                assert!(e.to_string().contains("--corrector-target"), "{e}");
+            }
+        }
+        cfg.dl.corrector_target = None;
         cfg.dl.balanced_softmax = true;
         assert!(
             cfg.validate().is_ok(),

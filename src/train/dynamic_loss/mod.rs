@@ -219,7 +219,9 @@ impl DynamicLoss {
     }
 
     /// One Adam step of the corrector towards reproducing the given labels: cross-entropy of
-    /// y* against the one-hot label, i.e. -log y*_y.
+    /// y* against the one-hot label, i.e. -log y*_y. With `corrector_target` T instead the
+    /// binary cross-entropy of g against T, -(T log g + (1 - T) log(1 - g)), whose minimum is
+    /// g = T.
     fn fit_corrector(&mut self, bins: &Tensor, labels: &Tensor, yhat: &Tensor) -> Result<()> {
         let tv: Vec<Var> = self
             .theta
@@ -227,9 +229,17 @@ impl DynamicLoss {
             .map(|t| Var::leaf(t.clone(), true))
             .collect();
         let g = self.meta.label_weights(&tv, bins, labels)?;
-        let ystar = corrected_labels(&g, labels, yhat)?;
-        let nll = ag::neg(&ag::log(&ag::pick(&ystar, labels)?)?)?;
-        let fit_loss = ag::mean_all(&nll)?;
+        let per_sample = match self.settings.corrector_target {
+            Some(t) => ag::add(
+                &ag::scale(&ag::log(&g)?, -t)?,
+                &ag::scale(&ag::log(&ag::affine(&g, -1.0, 1.0)?)?, t - 1.0)?,
+            )?,
+            None => {
+                let ystar = corrected_labels(&g, labels, yhat)?;
+                ag::neg(&ag::log(&ag::pick(&ystar, labels)?)?)?
+            }
+        };
+        let fit_loss = ag::mean_all(&per_sample)?;
         let refs: Vec<&Var> = tv.iter().collect();
         let grads = ag::backward(&fit_loss, &refs)?;
         self.adam.update(&self.theta, &grads)
