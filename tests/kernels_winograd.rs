@@ -24,6 +24,16 @@ const TOL_F2: f64 = 1e-5;
 const TOL_F4: f64 = 1e-4;
 const TILES: [(Tile, f64); 2] = [(Tile::F2, TOL_F2), (Tile::F4, TOL_F4)];
 
+/// (n, ci, h, w, co, pad) that every direction is checked on: half tiles, every padding,
+/// channel counts that are not multiples of 4, a single pixel.
+const SHAPES: [(usize, usize, usize, usize, usize, usize); 5] = [
+    (2, 16, 8, 8, 16, 1),
+    (3, 5, 7, 9, 6, 1),
+    (1, 3, 5, 5, 7, 0),
+    (2, 4, 6, 3, 3, 2),
+    (1, 1, 1, 1, 1, 1),
+];
+
 /// y = conv(x, w) with stride 1 and padding `pad`, and the matching sums of |x| |w|.
 #[allow(clippy::too_many_arguments)]
 fn cpu_conv(
@@ -110,16 +120,7 @@ fn winograd_forward_and_input_grad_match_the_cpu() {
     // The conv entry points as the direct reference beside the explicit Winograd calls.
     g.set_conv_algo(ConvAlgo::Direct);
     let mut rng = Rng::new(31);
-    // (n, ci, h, w, co, pad)
-    let cases = [
-        (2, 16, 8, 8, 16, 1),
-        (3, 5, 7, 9, 6, 1),
-        (1, 3, 5, 5, 7, 0),
-        (2, 4, 6, 3, 3, 2),
-        (1, 1, 1, 1, 1, 1),
-        (4, 32, 4, 4, 64, 1),
-    ];
-    for (n, ci, h, wd, co, pad) in cases {
+    for (n, ci, h, wd, co, pad) in SHAPES.into_iter().chain([(4, 32, 4, 4, 64, 1)]) {
         let what = format!("n{n} {ci}->{co} {h}x{wd} pad {pad}");
         let x = rng.vec(n * ci * h * wd);
         let w = rng.vec(co * ci * 9);
@@ -234,17 +235,8 @@ fn winograd_weight_grad_matches_the_cpu() {
     let g = gpu();
     g.set_conv_algo(ConvAlgo::Direct);
     let mut rng = Rng::new(41);
-    // (n, ci, h, w, co, pad): half tiles, every padding, channels not multiples of 4, and
-    // 275 tiles (two splits, the last one padded with an empty tile).
-    let cases = [
-        (2, 16, 8, 8, 16, 1),
-        (3, 5, 7, 9, 6, 1),
-        (1, 3, 5, 5, 7, 0),
-        (2, 4, 6, 3, 3, 2),
-        (1, 1, 1, 1, 1, 1),
-        (11, 4, 17, 17, 5, 1),
-    ];
-    for (n, ci, h, wd, co, pad) in cases {
+    // The shared shapes and 275 tiles (two splits, the last one padded with an empty tile).
+    for (n, ci, h, wd, co, pad) in SHAPES.into_iter().chain([(11, 4, 17, 17, 5, 1)]) {
         let what = format!("n{n} {ci}->{co} {h}x{wd} pad {pad}");
         let (oh, ow) = (h + 2 * pad - 2, wd + 2 * pad - 2);
         let x = rng.vec(n * ci * h * wd);

@@ -90,6 +90,33 @@ fn flip_constant(flip: bool) -> [(&'static str, f64); 1] {
     [("FLIP", flip as u32 as f64)]
 }
 
+/// The shader parameters of a stride-1 3x3 convolution of n x ci x h x w into co channels
+/// with padding `pad`, tiled th x tw per image, the tile axis split in chunks of `chunk`.
+fn params(
+    n: usize,
+    ci: usize,
+    (h, w): (usize, usize),
+    co: usize,
+    pad: usize,
+    (th, tw): (usize, usize),
+    chunk: usize,
+) -> WinogradParams {
+    let u = |v: usize| v as u32;
+    WinogradParams {
+        n: u(n),
+        ci: u(ci),
+        h: u(h),
+        w: u(w),
+        co: u(co),
+        oh: u(h + 2 * pad - 2),
+        ow: u(w + 2 * pad - 2),
+        pad: u(pad),
+        tiles_h: u(th),
+        tiles_w: u(tw),
+        chunk: u(chunk),
+    }
+}
+
 /// Whether a convolution of kernel `k`, stride `stride` and padding `pad` can run here.
 pub fn applies(k: (usize, usize), stride: usize, pad: usize) -> bool {
     k == (3, 3) && stride == 1 && pad <= 2
@@ -165,19 +192,7 @@ fn run(src: &Tensor, w: &Tensor, co: usize, pad: usize, flip: bool, tile: Tile) 
     let tiles = n * th * tw;
     super::fits_u32(OP, values * tiles * ci.max(co))?;
     let gpu = src.gpu();
-    let p = WinogradParams {
-        n: n as u32,
-        ci: ci as u32,
-        h: h as u32,
-        w: wd as u32,
-        co: co as u32,
-        oh: oh as u32,
-        ow: ow as u32,
-        pad: pad as u32,
-        tiles_h: th as u32,
-        tiles_w: tw as u32,
-        chunk: tiles as u32,
-    };
+    let p = params(n, ci, (h, wd), co, pad, (th, tw), tiles);
     let label = |stage: &str| format!("winograd F{m} {stage} {ci}->{co} {h}x{wd}");
     let v = Tensor::empty(gpu, &[values, ci, tiles], DType::F32);
     launch_noted(
@@ -237,19 +252,7 @@ pub fn conv2d_weight_grad(x: &Tensor, dy: &Tensor, pad: usize) -> Result<Tensor>
     let chunk = tiles.div_ceil(splits);
     super::fits_u32(OP, 36 * splits * chunk * ci.max(co))?;
     let gpu = x.gpu();
-    let p = WinogradParams {
-        n: n as u32,
-        ci: ci as u32,
-        h: h as u32,
-        w: wd as u32,
-        co: co as u32,
-        oh: oh as u32,
-        ow: ow as u32,
-        pad: pad as u32,
-        tiles_h: th as u32,
-        tiles_w: tw as u32,
-        chunk: chunk as u32,
-    };
+    let p = params(n, ci, (h, wd), co, pad, (th, tw), chunk);
     let label = |stage: &str| format!("winograd F4 {stage} {ci}->{co} {h}x{wd}");
     let padded = splits * chunk;
     let v = Tensor::empty(gpu, &[splits * 36, ci, chunk], DType::F32);
