@@ -5,10 +5,9 @@
 // three entry points here are the transforms around them.
 //
 // Layouts: V[16][C][P] (input transform), U[16][K][C] (filter transform), M[16][K][P]
-// (products), y[N][K][OH][OW]. F(4x4)'s input transform also serves the weight gradient, in
-// the split layout described at `chunk`; that gradient adds two transforms, the adjoints of
-// the output and filter transforms (dM = A dy A^T and dg = G^T dU G), around products
-// dU = dM V^T summed over tiles. Tile p = (n * tiles_h + ty) * tiles_w + tx covers output rows
+// (products), y[N][K][OH][OW]. F(4x4)'s input transform also serves the weight gradient,
+// which adds two transforms, the adjoints of the output and filter transforms (dM = A dy A^T
+// and dg = G^T dU G), around products dU = dM V^T summed over tiles (weight_grad_products4). Tile p = (n * tiles_h + ty) * tiles_w + tx covers output rows
 // 2ty, 2ty+1 and columns 2tx, 2tx+1, and reads input rows 2ty - pad .. 2ty - pad + 3 (zeros
 // outside the image). One invocation per (tile, channel) pair; no workgroup memory.
 //
@@ -27,11 +26,9 @@ struct Params {
     pad: u32,
     tiles_h: u32,
     tiles_w: u32,
-    // Tiles per split of the tile axis P in F(4x4)'s input and output-gradient transforms: the
-    // weight gradient sums its products over S = ceil(P / chunk) splits, laid out
-    // [S][36][channels][chunk] (tiles past P zero); the forward pass uses chunk = P, i.e.
-    // [36][channels][P].
-    chunk: u32,
+    // log2 of Q, the lanes that share one 8x8 block of the weight gradient's products
+    // (weight_grad_products4); unused by the other entry points.
+    lanes_log2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -44,9 +41,23 @@ fn tiles() -> u32 {
     return p.n * p.tiles_h * p.tiles_w;
 }
 
+// a / d for a < 2^24 (the host keeps P below it) without an integer division, which
+// lavapipe executes one lane at a time: the float quotient is off by at most one.
+fn div_small(a: u32, d: u32) -> u32 {
+    var q = u32(f32(a) / f32(d));
+    if q * d > a {
+        q -= 1u;
+    } else if (q + 1u) * d <= a {
+        q += 1u;
+    }
+    return q;
+}
+
 // Tile t's column, row and image.
 fn tile_at(t: u32) -> vec3<u32> {
-    return vec3<u32>(t % p.tiles_w, (t / p.tiles_w) % p.tiles_h, t / (p.tiles_w * p.tiles_h));
+    let row = div_small(t, p.tiles_w); // n * tiles_h + ty
+    let n = div_small(row, p.tiles_h);
+    return vec3<u32>(t - row * p.tiles_w, row - n * p.tiles_h, n);
 }
 
 fn input_at(base: u32, row: i32, col: i32) -> f32 {
@@ -223,30 +234,18 @@ fn at4(m: array<f32, 6>) -> array<f32, 4> {
     );
 }
 
-// Tiles the split layout holds: P rounded up to whole chunks.
-fn padded_tiles() -> u32 {
-    return (tiles() + p.chunk - 1u) / p.chunk * p.chunk;
-}
-
-// Where value e (of 36) of channel c (of `channels`) for tile t goes in the split layout.
+// Where value e (of 36) of channel c (of `channels`) for tile t goes: [36][channels][P].
 fn slot(e: u32, c: u32, channels: u32, t: u32) -> u32 {
-    let s = t / p.chunk;
-    return ((s * 36u + e) * channels + c) * p.chunk + (t - s * p.chunk);
+    return (e * channels + c) * tiles() + t;
 }
 
-// x [N][C][H][W] -> V[S][36][C][chunk]: V = B^T d B.
+// x [N][C][H][W] -> V[36][C][P]: V = B^T d B.
 @compute @workgroup_size(64)
 fn input_transform4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let np = tiles();
     let t = gid.x;
     let c = gid.y;
-    if t >= padded_tiles() || c >= p.ci {
-        return;
-    }
-    if t >= np {
-        for (var e = 0u; e < 36u; e++) {
-            dst[slot(e, c, p.ci, t)] = 0.0;
-        }
+    if t >= np || c >= p.ci {
         return;
     }
     let at = tile_at(t);
@@ -369,20 +368,14 @@ fn gt3(u: array<f32, 6>) -> array<f32, 3> {
     );
 }
 
-// dy [N][K][OH][OW] -> dM[S][36][K][chunk]: dM = A dy A^T over each 4x4 tile of dy (zero past
-// the plane), the adjoint of output_transform4.
+// dy [N][K][OH][OW] -> dM[36][K][P]: dM = A dy A^T over each 4x4 tile of dy (zero past the
+// plane), the adjoint of output_transform4.
 @compute @workgroup_size(64)
 fn output_grad_transform4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let np = tiles();
     let t = gid.x;
     let k = gid.y;
-    if t >= padded_tiles() || k >= p.co {
-        return;
-    }
-    if t >= np {
-        for (var e = 0u; e < 36u; e++) {
-            dst[slot(e, k, p.co, t)] = 0.0;
-        }
+    if t >= np || k >= p.co {
         return;
     }
     let at = tile_at(t);
@@ -404,6 +397,57 @@ fn output_grad_transform4(@builtin(global_invocation_id) gid: vec3<u32>) {
         let m = a6(array<f32, 4>(rows[0][j], rows[1][j], rows[2][j], rows[3][j]));
         for (var i = 0u; i < 6u; i++) {
             dst[slot(i * 6u + j, k, p.co, t)] = m[i];
+        }
+    }
+}
+
+// The second operand of weight_grad_products4 (bound after `dst`).
+@group(0) @binding(3) var<storage, read> src_v: array<f32>;
+
+// dM[36][K][P] (src) and V[36][C][P] (src_v) -> dst[Q][36][K][C], partial sums of
+// dU[e] = dM[e] V[e]^T: lane q of Q sums tiles q, q + Q, q + 2Q, ..., so neighbouring lanes
+// read neighbouring words, and the host sums over Q. Each invocation owns an 8x8 block of
+// (k, c); grid = (ceil(Q * ceil(C/8) / 64), ceil(K/8), 36). A plain batched matmul gives
+// these products (16-64 outputs on a side, thousands of tiles deep) one workgroup each with
+// 4-64 busy lanes; this shape fills every lane.
+@compute @workgroup_size(64)
+fn weight_grad_products4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let lanes = 1u << p.lanes_log2;
+    let q = gid.x & (lanes - 1u);
+    let c0 = (gid.x >> p.lanes_log2) * 8u;
+    let k0 = gid.y * 8u;
+    let e = gid.z;
+    if c0 >= p.ci || k0 >= p.co {
+        return;
+    }
+    let np = tiles();
+    // Row starts, clamped so that every load is in bounds; clamped rows are never stored.
+    var kr: array<u32, 8>;
+    var cr: array<u32, 8>;
+    for (var i = 0u; i < 8u; i++) {
+        kr[i] = (e * p.co + min(k0 + i, p.co - 1u)) * np;
+        cr[i] = (e * p.ci + min(c0 + i, p.ci - 1u)) * np;
+    }
+    var acc: array<vec4<f32>, 16>; // [k row i][c half h] at 2i + h
+    for (var t = q; t < np; t += lanes) {
+        let v0 = vec4<f32>(src_v[cr[0] + t], src_v[cr[1] + t], src_v[cr[2] + t], src_v[cr[3] + t]);
+        let v1 = vec4<f32>(src_v[cr[4] + t], src_v[cr[5] + t], src_v[cr[6] + t], src_v[cr[7] + t]);
+        for (var i = 0u; i < 8u; i++) {
+            let m = src[kr[i] + t];
+            acc[2u * i] += m * v0;
+            acc[2u * i + 1u] += m * v1;
+        }
+    }
+    let base = (q * 36u + e) * p.co * p.ci;
+    for (var i = 0u; i < 8u; i++) {
+        let k = k0 + i;
+        if k >= p.co {
+            break;
+        }
+        for (var j = 0u; j < 8u; j++) {
+            if c0 + j < p.ci {
+                dst[base + k * p.ci + c0 + j] = acc[2u * i + j / 4u][j % 4u];
+            }
         }
     }
 }

@@ -228,15 +228,17 @@ fn cpu_weight_grad(
     (dw, s)
 }
 
-/// F(4x4)'s weight gradient (the adjoint transforms around products summed over tiles, split
-/// into chunks beyond 256 tiles) against the CPU, beside the direct kernel.
+/// F(4x4)'s weight gradient (the adjoint transforms around products whose 8x8 blocks are
+/// summed by up to 64 lanes over interleaved tiles) against the CPU, beside the direct kernel.
 #[test]
 fn winograd_weight_grad_matches_the_cpu() {
     let g = gpu();
     g.set_conv_algo(ConvAlgo::Direct);
     let mut rng = Rng::new(41);
-    // The shared shapes and 275 tiles (two splits, the last one padded with an empty tile).
-    for (n, ci, h, wd, co, pad) in SHAPES.into_iter().chain([(11, 4, 17, 17, 5, 1)]) {
+    // The shared shapes, then blocks cut by the channel counts on both sides with 275 tiles
+    // over 16 lanes (not a multiple) and 27 tiles over 8 lanes.
+    let more = [(11, 20, 17, 17, 13, 1), (3, 40, 9, 9, 24, 1)];
+    for (n, ci, h, wd, co, pad) in SHAPES.into_iter().chain(more) {
         let what = format!("n{n} {ci}->{co} {h}x{wd} pad {pad}");
         let (oh, ow) = (h + 2 * pad - 2, wd + 2 * pad - 2);
         let x = rng.vec(n * ci * h * wd);
@@ -318,8 +320,9 @@ fn conv_entry_points_follow_the_chosen_algorithm() {
     let (n_ww, dw_wino) = dispatches(&wgrad);
     let (n_s2, _) = dispatches(&strided);
     assert_eq!((n_fd, n_bd, n_wd), (1, 1, 1), "direct");
-    // Weight gradient: input and output-gradient transforms, products, filter transform.
-    assert_eq!((n_fw, n_bw, n_ww), (4, 4, 4), "winograd");
+    // Weight gradient: input and output-gradient transforms, products, their sum over the
+    // lanes, filter transform.
+    assert_eq!((n_fw, n_bw, n_ww), (4, 4, 5), "winograd");
     assert_eq!(n_s2, 1, "a strided convolution stays direct");
     for (a, b) in y_direct
         .iter()

@@ -22,7 +22,7 @@ kernel_params! {
         pad: u32,
         tiles_h: u32,
         tiles_w: u32,
-        chunk: u32,
+        lanes_log2: u32,
     }
 }
 
@@ -66,6 +66,7 @@ impl Tile {
 pub(super) fn kernels() -> Vec<KernelVariant> {
     let mut out = vec![
         KernelVariant::of(&Kernel::<WinogradParams>::new("output_grad_transform4")),
+        KernelVariant::of(&Kernel::<WinogradParams>::new("weight_grad_products4")),
         KernelVariant::of(&Kernel::<WinogradParams>::new("filter_grad_transform4")),
     ];
     for tile in [Tile::F2, Tile::F4] {
@@ -91,7 +92,8 @@ fn flip_constant(flip: bool) -> [(&'static str, f64); 1] {
 }
 
 /// The shader parameters of a stride-1 3x3 convolution of n x ci x h x w into co channels
-/// with padding `pad`, tiled th x tw per image, the tile axis split in chunks of `chunk`.
+/// with padding `pad`, tiled th x tw per image, with 2^`lanes_log2` lanes per block of the
+/// weight gradient's products.
 fn params(
     n: usize,
     ci: usize,
@@ -99,7 +101,7 @@ fn params(
     co: usize,
     pad: usize,
     (th, tw): (usize, usize),
-    chunk: usize,
+    lanes_log2: u32,
 ) -> WinogradParams {
     let u = |v: usize| v as u32;
     WinogradParams {
@@ -113,7 +115,7 @@ fn params(
         pad: u(pad),
         tiles_h: u(th),
         tiles_w: u(tw),
-        chunk: u(chunk),
+        lanes_log2,
     }
 }
 
@@ -122,11 +124,27 @@ pub fn applies(k: (usize, usize), stride: usize, pad: usize) -> bool {
     k == (3, 3) && stride == 1 && pad <= 2
 }
 
+/// The shaders divide tile indices in single precision, exact below 2^24 tiles.
+const MAX_TILES: usize = 1 << 24;
+
 /// Bytes of the largest buffer a convolution with `tile` over `n` images of an `oh` x `ow`
-/// output plane with at most `channels` channels on either side needs.
+/// output plane with at most `channels` channels on either side needs (`usize::MAX` past
+/// the tiles the shaders index, so that the caller falls back to the direct kernels).
 pub fn largest_buffer(tile: Tile, n: usize, channels: usize, (oh, ow): (usize, usize)) -> usize {
     let m = tile.side();
-    4 * tile.values() * channels * n * oh.div_ceil(m) * ow.div_ceil(m)
+    let tiles = n * oh.div_ceil(m) * ow.div_ceil(m);
+    if tiles >= MAX_TILES {
+        return usize::MAX;
+    }
+    4 * tile.values() * channels * tiles
+}
+
+/// Fails unless `tiles` tiles of `values` values over `channels` channels can be indexed.
+fn tiles_fit(op: &'static str, tiles: usize, values: usize, channels: usize) -> Result<()> {
+    ensure(tiles < MAX_TILES, op, || {
+        format!("{tiles} tiles exceed the {MAX_TILES} the shaders index")
+    })?;
+    super::fits_u32(op, values * tiles * channels).map(|_| ())
 }
 
 /// The tile that beats the direct kernels on a CPU driver for a convolution over `n` images,
@@ -190,9 +208,9 @@ fn run(src: &Tensor, w: &Tensor, co: usize, pad: usize, flip: bool, tile: Tile) 
     let values = tile.values();
     let (th, tw) = (oh.div_ceil(m), ow.div_ceil(m));
     let tiles = n * th * tw;
-    super::fits_u32(OP, values * tiles * ci.max(co))?;
+    tiles_fit(OP, tiles, values, ci.max(co))?;
     let gpu = src.gpu();
-    let p = params(n, ci, (h, wd), co, pad, (th, tw), tiles);
+    let p = params(n, ci, (h, wd), co, pad, (th, tw), 0);
     let label = |stage: &str| format!("winograd F{m} {stage} {ci}->{co} {h}x{wd}");
     let v = Tensor::empty(gpu, &[values, ci, tiles], DType::F32);
     launch_noted(
@@ -226,8 +244,8 @@ fn run(src: &Tensor, w: &Tensor, co: usize, pad: usize, flip: bool, tile: Tile) 
 /// The same as `conv::conv2d_weight_grad(x, dy, (3, 3), ConvGeom { stride: 1, pad })` by
 /// F(4x4, 3x3): x [N,C,H,W], dy [N,K,H+2pad-2,W+2pad-2]; returns [K,C,3,3]. The adjoint of
 /// the forward pass: dU = sum over tiles of (A dy A^T) . (B^T d B) per tile, as 36 products
-/// [K, tiles] x [tiles, C] (split along the tiles and summed, so that a GPU has work for
-/// many workgroups), then dw = G^T dU G.
+/// [K, tiles] x [tiles, C] (each summed by up to 64 lanes over interleaved tiles, then over
+/// the lanes), then dw = G^T dU G.
 pub fn conv2d_weight_grad(x: &Tensor, dy: &Tensor, pad: usize) -> Result<Tensor> {
     const OP: &str = "winograd conv2d_weight_grad";
     let (xs, ys) = (x.expect_rank(OP, 4)?, dy.expect_rank(OP, 4)?);
@@ -247,34 +265,51 @@ pub fn conv2d_weight_grad(x: &Tensor, dy: &Tensor, pad: usize) -> Result<Tensor>
     }
     let (th, tw) = (oh.div_ceil(4), ow.div_ceil(4));
     let tiles = n * th * tw;
-    // Up to 4 splits of at least 256 tiles each.
-    let splits = tiles.div_ceil(256).clamp(1, 4);
-    let chunk = tiles.div_ceil(splits);
-    super::fits_u32(OP, 36 * splits * chunk * ci.max(co))?;
+    tiles_fit(OP, tiles, 36, ci.max(co))?;
+    // Lanes per 8x8 block of the products: enough to fill a 64-invocation workgroup, and no
+    // more than there are tiles.
+    let lanes = (64 / ci.div_ceil(8).next_power_of_two())
+        .min(tiles.next_power_of_two())
+        .max(1);
     let gpu = x.gpu();
-    let p = params(n, ci, (h, wd), co, pad, (th, tw), chunk);
+    let p = params(n, ci, (h, wd), co, pad, (th, tw), lanes.trailing_zeros());
     let label = |stage: &str| format!("winograd F4 {stage} {ci}->{co} {h}x{wd}");
-    let padded = splits * chunk;
-    let v = Tensor::empty(gpu, &[splits * 36, ci, chunk], DType::F32);
+    let v = Tensor::empty(gpu, &[36, ci, tiles], DType::F32);
     launch_noted(
         &Kernel::new(Tile::F4.entry("input")),
         &p,
         &[x, &v],
-        [padded.div_ceil(64) as u32, ci as u32, 1],
+        [tiles.div_ceil(64) as u32, ci as u32, 1],
         || (label("input"), 0.0),
     )?;
-    let dm = Tensor::empty(gpu, &[splits * 36, co, chunk], DType::F32);
+    let dm = Tensor::empty(gpu, &[36, co, tiles], DType::F32);
     launch_noted(
         &Kernel::new("output_grad_transform4"),
         &p,
         &[dy, &dm],
-        [padded.div_ceil(64) as u32, co as u32, 1],
+        [tiles.div_ceil(64) as u32, co as u32, 1],
         || (label("output grad"), 0.0),
     )?;
-    let parts = Tensor::empty(gpu, &[splits, 36 * co * ci], DType::F32);
-    super::matmul::matmul_batched(&dm, &v, &parts, splits * 36, (co, chunk, ci), true)?;
+    let parts = Tensor::empty(gpu, &[lanes, 36 * co * ci], DType::F32);
+    // Bindings in order: src (dM), dst (the partial sums), src_v (V).
+    launch_noted(
+        &Kernel::new("weight_grad_products4"),
+        &p,
+        &[&dm, &parts, &v],
+        [
+            (lanes * ci.div_ceil(8)).div_ceil(64) as u32,
+            co.div_ceil(8) as u32,
+            36,
+        ],
+        || {
+            (
+                format!("winograd F4 weight-grad products {ci}->{co} {h}x{wd}"),
+                2.0 * (36 * co * ci * tiles) as f64,
+            )
+        },
+    )?;
     drop((v, dm));
-    let du = if splits == 1 {
+    let du = if lanes == 1 {
         parts
     } else {
         super::reduce::sum_axes(&parts, &[0])?
