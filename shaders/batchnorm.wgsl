@@ -155,8 +155,9 @@ fn sums_finish(@builtin(global_invocation_id) id: vec3<u32>) {
 }
 
 // Elements of one plane an apply invocation takes (PLANE_STEP apart, so that adjacent
-// invocations touch adjacent values).
-const PER: u32 = 4u;
+// invocations touch adjacent values). 16 measured 7% faster than 4 on lavapipe (fewer
+// workgroups to launch); the elementwise maps showed no such gain.
+const PER: u32 = 16u;
 const PLANE_STEP: u32 = 64u;
 
 @compute @workgroup_size(64)

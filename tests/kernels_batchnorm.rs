@@ -33,7 +33,7 @@ fn batchnorm_training_forward_backward_and_running_stats() {
     let mut rng = Rng::new(20);
     let eps = 1e-5f32;
     // (N, C, H, W, offset): partial sums per channel from 1 to 256 (several workgroups of
-    // them), [N, C] inputs, planes of several 256-value apply blocks, and values far from
+    // them), [N, C] inputs, planes of several 1024-value apply blocks, and values far from
     // zero (where a one-pass variance without a shift loses every digit).
     for (n, c, h, w, offset) in [
         (4, 3, 5, 5, 1.0),
@@ -44,6 +44,7 @@ fn batchnorm_training_forward_backward_and_running_stats() {
         (64, 3, 16, 16, 1.0),
         (8, 4, 12, 12, 50.0),
         (2, 3, 20, 27, 1.0),
+        (2, 3, 40, 37, 1.0),
     ] {
         let hw = h * w;
         let shape = if h * w == 1 {

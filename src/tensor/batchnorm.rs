@@ -157,8 +157,9 @@ pub fn bn_apply(
     Ok(out)
 }
 
-/// Values of one plane an `apply` / `backward_apply` workgroup covers (64 invocations x 4).
-const PLANE_BLOCK: usize = 256;
+/// Values of one plane an `apply` / `backward_apply` workgroup covers (64 invocations x 16,
+/// `PER` in the shader).
+const PLANE_BLOCK: usize = 1024;
 
 /// Grid of the per-plane kernels: blocks of a plane along x, channels along y, images along z,
 /// so that each workgroup's channel is its y index (no division per element).
