@@ -139,3 +139,47 @@ fn bench_step_profile_prints_families_and_kernels() {
         );
     }
 }
+
+/// `bench step --method dl` prints its four steps in order, each with its own peak memory:
+/// the second-order ones hold the recorded graph, the plain ones do not (so rows whose names
+/// and measurements were paired wrongly while the steps take turns show up).
+#[test]
+fn bench_step_dl_prints_the_four_steps_with_their_memory() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dynloss-wgpu"))
+        .args([
+            "bench", "step", "--method", "dl", "--depth", "8", "--input", "1x8x8", "--batch", "4",
+            "--reps", "2",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<(String, f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| step"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let num = |i: usize| cells[i].parse::<f64>().unwrap_or(f64::NAN);
+            (cells[1].to_string(), num(2), num(5))
+        })
+        .collect();
+    let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "forward + backward (cross-entropy)",
+            "plain training step (+ SGD)",
+            "meta gradient (2nd order)",
+            "Dynamic Loss iteration"
+        ],
+        "{text}"
+    );
+    assert!(rows.iter().all(|r| r.1 > 0.0), "{text}");
+    let peak: Vec<f64> = rows.iter().map(|r| r.2).collect();
+    assert!(peak[2] > 1.5 * peak[1], "meta gradient memory: {text}");
+    assert!(peak[3] >= peak[2], "iteration memory: {text}");
+}

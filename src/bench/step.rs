@@ -46,27 +46,6 @@ pub struct StepRow {
     pub peak_bytes: u64,
 }
 
-fn median_with_peak(
-    gpu: &Gpu,
-    reps: usize,
-    mut f: impl FnMut() -> Result<()>,
-) -> Result<(f64, u64)> {
-    f()?;
-    gpu.sync()?;
-    let mut peak = 0;
-    let mut times = Vec::new();
-    for _ in 0..reps.max(1) {
-        gpu.reset_peak();
-        let t = Instant::now();
-        f()?;
-        gpu.sync()?;
-        times.push(t.elapsed().as_secs_f64());
-        peak = peak.max(gpu.stats().peak_bytes);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok((times[times.len() / 2] * 1e3, peak))
-}
-
 /// A model, its optimizers and one random batch: what every benchmarked step runs on.
 struct StepRig {
     model: Model,
@@ -206,36 +185,54 @@ impl StepRig {
 }
 
 /// Times a plain cross-entropy step, its forward+backward, and with `dynamic_loss` the full
-/// second-order meta gradient and a whole Dynamic Loss iteration, on random data.
+/// second-order meta gradient and a whole Dynamic Loss iteration, on random data. Each is run
+/// once to warm up, then the repetitions take them in turn, so that a drift in the machine's
+/// speed (common on shared CPUs) moves all of them alike and their ratios stay comparable.
 pub fn run_steps(gpu: &Gpu, cfg: &StepBench) -> Result<Vec<StepRow>> {
     let mut rig = StepRig::new(gpu, cfg)?;
-    let mut rows = Vec::new();
-    let mut row = |name: &str, (median_ms, peak_bytes): (f64, u64)| {
-        rows.push(StepRow {
-            name: name.into(),
-            median_ms,
-            peak_bytes,
-        })
-    };
-    let t = median_with_peak(gpu, cfg.reps, || {
-        rig.forward_backward(&|l| rig.cross_entropy(l)).map(|_| ())
-    })?;
-    row("forward + backward (cross-entropy)", t);
-    row(
+    let mut names = vec![
+        "forward + backward (cross-entropy)",
         "plain training step (+ SGD)",
-        median_with_peak(gpu, cfg.reps, || rig.plain_step())?,
-    );
+    ];
     if cfg.dynamic_loss {
-        row(
-            "meta gradient (2nd order)",
-            median_with_peak(gpu, cfg.reps, || rig.meta_gradient().map(|_| ()))?,
-        );
-        row(
-            "Dynamic Loss iteration",
-            median_with_peak(gpu, cfg.reps, || rig.dynamic_loss_iteration())?,
-        );
+        names.extend(["meta gradient (2nd order)", "Dynamic Loss iteration"]);
     }
-    Ok(rows)
+    let run = |rig: &mut StepRig, i: usize| -> Result<()> {
+        match i {
+            0 => rig.forward_backward(&|l| rig.cross_entropy(l)).map(|_| ()),
+            1 => rig.plain_step(),
+            2 => rig.meta_gradient().map(|_| ()),
+            _ => rig.dynamic_loss_iteration(),
+        }
+    };
+    for i in 0..names.len() {
+        run(&mut rig, i)?;
+    }
+    gpu.sync()?;
+    let mut times = vec![Vec::new(); names.len()];
+    let mut peaks = vec![0; names.len()];
+    for _ in 0..cfg.reps.max(1) {
+        for i in 0..names.len() {
+            gpu.reset_peak();
+            let t = Instant::now();
+            run(&mut rig, i)?;
+            gpu.sync()?;
+            times[i].push(t.elapsed().as_secs_f64());
+            peaks[i] = peaks[i].max(gpu.stats().peak_bytes);
+        }
+    }
+    Ok(names
+        .iter()
+        .zip(times.iter_mut().zip(peaks))
+        .map(|(name, (t, peak_bytes))| {
+            t.sort_by(f64::total_cmp);
+            StepRow {
+                name: name.to_string(),
+                median_ms: t[t.len() / 2] * 1e3,
+                peak_bytes,
+            }
+        })
+        .collect())
 }
 
 /// The profile of one step: time per kernel, and the step's wall time under profiling.
