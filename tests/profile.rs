@@ -140,25 +140,24 @@ fn bench_step_profile_prints_families_and_kernels() {
     }
 }
 
-/// `bench step --method dl` prints its four steps in order, each with its own peak memory:
-/// the second-order ones hold the recorded graph, the plain ones do not (so rows whose names
-/// and measurements were paired wrongly while the steps take turns show up).
-#[test]
-fn bench_step_dl_prints_the_four_steps_with_their_memory() {
+/// `bench step --method dl` at batch 8 on ResNet-8 (1x16x16) with `extra` flags: its output
+/// and the table's rows as (name, median ms, peak MiB).
+fn bench_step_dl(extra: &[&str]) -> (String, Vec<(String, f64, f64)>) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dynloss-wgpu"))
         .args([
-            "bench", "step", "--method", "dl", "--depth", "8", "--input", "1x8x8", "--batch", "4",
-            "--reps", "2",
+            "bench", "step", "--method", "dl", "--depth", "8", "--input", "1x16x16", "--batch",
+            "8", "--reps", "2",
         ])
+        .args(extra)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows: Vec<(String, f64, f64)> = text
+    let rows = text
         .lines()
         .filter(|l| l.starts_with("| ") && !l.starts_with("| step"))
         .map(|l| {
@@ -167,6 +166,15 @@ fn bench_step_dl_prints_the_four_steps_with_their_memory() {
             (cells[1].to_string(), num(2), num(5))
         })
         .collect();
+    (text, rows)
+}
+
+/// `bench step --method dl` prints its four steps in order, each with its own peak memory:
+/// the second-order ones hold the recorded graph, the plain ones do not (so rows whose names
+/// and measurements were paired wrongly while the steps take turns show up).
+#[test]
+fn bench_step_dl_prints_the_four_steps_with_their_memory() {
+    let (text, rows) = bench_step_dl(&[]);
     let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(
         names,
@@ -182,4 +190,14 @@ fn bench_step_dl_prints_the_four_steps_with_their_memory() {
     let peak: Vec<f64> = rows.iter().map(|r| r.2).collect();
     assert!(peak[2] > 1.5 * peak[1], "meta gradient memory: {text}");
     assert!(peak[3] >= peak[2], "iteration memory: {text}");
+    assert!(text.contains("batch 8, 10 classes"), "{text}");
+
+    // A smaller meta batch is named in the header and shrinks the meta pass's memory only.
+    let (small, small_rows) = bench_step_dl(&["--meta-batch", "2"]);
+    assert!(
+        small.contains("batch 8 (meta batch 2), 10 classes"),
+        "{small}"
+    );
+    assert_eq!(small_rows[1].2, rows[1].2, "plain step memory: {small}");
+    assert!(small_rows[2].2 < peak[2], "meta gradient memory: {small}");
 }

@@ -26,8 +26,10 @@ pub struct StepBench {
     pub input: [usize; 3],
     /// Classes.
     pub classes: usize,
-    /// Batch (training and meta).
+    /// Training batch.
     pub batch: usize,
+    /// Meta batch of the Dynamic Loss steps.
+    pub meta_batch: usize,
     /// Timed repetitions (median reported) after one warm-up.
     pub reps: usize,
     /// Also time the meta gradient and the whole Dynamic Loss iteration (and profile the
@@ -55,6 +57,8 @@ struct StepRig {
     x: Tensor,
     labels: Tensor,
     bins: Tensor,
+    meta_x: Tensor,
+    meta_labels: Tensor,
     meta: MetaNet,
     theta: Vec<Tensor>,
     adam: Adam,
@@ -86,6 +90,10 @@ impl StepRig {
         let labels = Tensor::from_u32(gpu, &[b], &labels)?;
         let bins: Vec<u32> = (0..b as u32).map(|i| i % 100).collect();
         let bins = Tensor::from_u32(gpu, &[b], &bins)?;
+        let m = cfg.meta_batch;
+        let meta_x = random(gpu, &[m, c, h, wd], 12)?;
+        let meta_labels: Vec<u32> = (0..m as u32).map(|i| i % cfg.classes as u32).collect();
+        let meta_labels = Tensor::from_u32(gpu, &[m], &meta_labels)?;
         let meta = MetaNet::new(100, cfg.classes, false);
         let theta = meta.init(gpu, 1)?;
         let adam = Adam::new(&theta, 3e-3, 0.0);
@@ -97,6 +105,8 @@ impl StepRig {
             x,
             labels,
             bins,
+            meta_x,
+            meta_labels,
             meta,
             theta,
             adam,
@@ -137,8 +147,8 @@ impl StepRig {
             x: &self.x,
             labels: &self.labels,
             bins: &self.bins,
-            meta_x: &self.x,
-            meta_labels: &self.labels,
+            meta_x: &self.meta_x,
+            meta_labels: &self.meta_labels,
         }
     }
 
@@ -278,13 +288,14 @@ pub fn format_profile(gpu: &Gpu, cfg: &StepBench, p: &StepProfile) -> String {
     let wall_ms = p.wall_seconds * 1e3;
     let timed_ms = p.profile.total_seconds() * 1e3;
     let mut s = format!(
-        "adapter: {}\nprofile of one {} (ResNet-{} on {c}x{h}x{w}, batch {}), {} steps, timed by {}\n\
+        "adapter: {}\nprofile of one {} (ResNet-{} on {c}x{h}x{w}, batch {}{}), {} steps, timed by {}\n\
          step wall time {wall_ms:.1} ms under profiling: {timed_ms:.1} ms in timed commands, \
          {:.1} ms on the host between them\n",
         gpu.info().name,
         p.name,
         cfg.depth,
         cfg.batch,
+        meta_note(cfg),
         cfg.reps.max(1),
         p.profile.timer,
         (wall_ms - timed_ms).max(0.0),
@@ -316,6 +327,15 @@ pub fn format_profile(gpu: &Gpu, cfg: &StepBench, p: &StepProfile) -> String {
     s
 }
 
+/// ` (meta batch M)` where the Dynamic Loss steps run one that differs from the batch.
+fn meta_note(cfg: &StepBench) -> String {
+    if cfg.dynamic_loss && cfg.meta_batch != cfg.batch {
+        format!(" (meta batch {})", cfg.meta_batch)
+    } else {
+        String::new()
+    }
+}
+
 /// The step table as Markdown, with each time's ratio to the plain step.
 pub fn format_steps(gpu: &Gpu, cfg: &StepBench, rows: &[StepRow]) -> String {
     let plain = rows
@@ -325,10 +345,11 @@ pub fn format_steps(gpu: &Gpu, cfg: &StepBench, rows: &[StepRow]) -> String {
         .unwrap_or(f64::NAN);
     let [c, h, w] = cfg.input;
     let mut s = format!(
-        "adapter: {}\nResNet-{} on {c}x{h}x{w}, batch {}, {} classes\n\n| step | median ms | images/s | x plain step | peak MiB |\n|---|---:|---:|---:|---:|\n",
+        "adapter: {}\nResNet-{} on {c}x{h}x{w}, batch {}{}, {} classes\n\n| step | median ms | images/s | x plain step | peak MiB |\n|---|---:|---:|---:|---:|\n",
         gpu.info().name,
         cfg.depth,
         cfg.batch,
+        meta_note(cfg),
         cfg.classes
     );
     for r in rows {

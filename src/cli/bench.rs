@@ -41,6 +41,10 @@ pub enum BenchWhat {
         /// Batch size.
         #[arg(long, default_value_t = 128)]
         batch: usize,
+        /// Meta batch of the Dynamic Loss steps (default: the batch). The paper's recipe at
+        /// batch 512 uses the whole meta set: 150 samples when the smallest class has 60.
+        #[arg(long)]
+        meta_batch: Option<usize>,
         /// Timed repetitions per line (median reported).
         #[arg(long, default_value_t = 3)]
         reps: usize,
@@ -76,6 +80,7 @@ pub fn run(gpu: &Gpu, what: &BenchWhat) -> Result<()> {
             depth,
             input,
             batch,
+            meta_batch,
             reps,
             profile,
         } => {
@@ -83,6 +88,10 @@ pub fn run(gpu: &Gpu, what: &BenchWhat) -> Result<()> {
                 return Err(Error::Config(
                     "--batch must be at least 2 and --reps at least 1".into(),
                 ));
+            }
+            let meta_batch = meta_batch.unwrap_or(*batch);
+            if meta_batch < 2 {
+                return Err(Error::Config("--meta-batch must be at least 2".into()));
             }
             let configs: Vec<(usize, [usize; 3])> = match (depth, input) {
                 (None, None) => vec![(32, [3, 32, 32]), (8, [1, 28, 28])],
@@ -107,6 +116,7 @@ pub fn run(gpu: &Gpu, what: &BenchWhat) -> Result<()> {
                     input,
                     classes: 10,
                     batch: *batch,
+                    meta_batch,
                     reps: *reps,
                     dynamic_loss: *method == Method::Dl,
                 };
