@@ -90,10 +90,17 @@ impl StepRig {
         let labels = Tensor::from_u32(gpu, &[b], &labels)?;
         let bins: Vec<u32> = (0..b as u32).map(|i| i % 100).collect();
         let bins = Tensor::from_u32(gpu, &[b], &bins)?;
+        // The meta batch is the training batch itself unless a different size is asked for.
         let m = cfg.meta_batch;
-        let meta_x = random(gpu, &[m, c, h, wd], 12)?;
-        let meta_labels: Vec<u32> = (0..m as u32).map(|i| i % cfg.classes as u32).collect();
-        let meta_labels = Tensor::from_u32(gpu, &[m], &meta_labels)?;
+        let (meta_x, meta_labels) = if m == b {
+            (x.clone(), labels.clone())
+        } else {
+            let ml: Vec<u32> = (0..m as u32).map(|i| i % cfg.classes as u32).collect();
+            (
+                random(gpu, &[m, c, h, wd], 12)?,
+                Tensor::from_u32(gpu, &[m], &ml)?,
+            )
+        };
         let meta = MetaNet::new(100, cfg.classes, false);
         let theta = meta.init(gpu, 1)?;
         let adam = Adam::new(&theta, 3e-3, 0.0);
