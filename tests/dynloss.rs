@@ -5,13 +5,13 @@
 
 mod common;
 
-use common::{Rng, assert_close, f64s, gpu};
+use common::{Rng, assert_close, f64s, gpu, reference};
 use dynloss_wgpu::Tensor;
 use dynloss_wgpu::dynloss::meta_net::MetaNet;
 use dynloss_wgpu::dynloss::meta_step::last_layers;
 use dynloss_wgpu::dynloss::ranking::{Ranking, bin_of, hierarchical_split, rank};
 use dynloss_wgpu::nn::{Mode, zoo};
-use dynloss_wgpu::train::dynamic_loss::DynamicLoss;
+use dynloss_wgpu::train::dynamic_loss::{DynamicLoss, IterationBatch};
 use dynloss_wgpu::train::method::TrainingMethod;
 use dynloss_wgpu::train::{
     self, Checkpoint, Classifier, Method, RunOptions, TrainConfig, metrics::read_metrics,
@@ -368,6 +368,117 @@ fn a_corrector_target_pulls_the_warmup_fit_to_it() {
         mean(&trained[0]) > 0.95,
         "the authors' fit raises g: {:?}",
         trained[0]
+    );
+}
+
+/// `--margin-average B`: after every meta step the running average becomes
+/// B avg + (1 - B) q (the first meta step starts it at q), the real step adds that average
+/// rather than the latest q, it stays put while meta updates are off, and a checkpoint keeps
+/// it.
+#[test]
+fn the_real_step_adds_the_running_average_of_the_margins() {
+    let g = gpu();
+    let classes = 4;
+    let settings = |c: &mut TrainConfig| {
+        // Without the corrector y* is the given label, so the real step's loss depends on
+        // the margins and the logits only.
+        c.dl.no_label_corrector = true;
+        c.dl.margin_average = Some(0.5);
+        c.dl.meta_lr = 0.3;
+    };
+    let (_, mut clf, mut dl) = tiny_dl_with(&g, classes, settings);
+    let mut rng = Rng::new(21);
+    let b = 8;
+    let mut image = || Tensor::from_f32(&g, &[b, 3, 8, 8], &rng.vec(b * 192)).unwrap();
+    let (weak, strong, meta_x) = (image(), image(), image());
+    let label_ids: Vec<u32> = (0..b as u32).map(|i| i % classes as u32).collect();
+    let up = IterationBatch {
+        weak,
+        strong,
+        labels: Tensor::from_u32(&g, &[b], &label_ids).unwrap(),
+        meta_x,
+        meta_labels: Tensor::from_u32(&g, &[b], &label_ids).unwrap(),
+        bins: Tensor::from_u32(&g, &[b], &[0, 1, 2, 3, 4, 0, 1, 2]).unwrap(),
+    };
+    let mut onehot = vec![0.0; b * classes];
+    for (i, &y) in label_ids.iter().enumerate() {
+        onehot[i * classes + y as usize] = 1.0;
+    }
+    let real_loss = |logits: &Tensor, q: &[f64]| {
+        let z = f64s(&logits.to_f32_vec().unwrap());
+        reference::mean(&reference::soft_cross_entropy(
+            &z,
+            &onehot,
+            Some(q),
+            classes,
+        ))
+    };
+    let mut average: Option<Vec<f64>> = None;
+    for it in 0..4u64 {
+        // The last iteration has meta updates off (as after --meta-stop).
+        let meta_active = it < 3;
+        let step = dl
+            .meta_iteration(&mut clf, &up, [it, 100 + it], meta_active, 0)
+            .unwrap();
+        assert_eq!(step.meta_loss.is_some(), meta_active);
+        let latest = f64s(&dl.meta_margins().unwrap().unwrap());
+        average = Some(match average {
+            None => latest.clone(),
+            Some(a) if meta_active => a
+                .iter()
+                .zip(&latest)
+                .map(|(a, q)| 0.5 * a + 0.5 * q)
+                .collect(),
+            Some(a) => a,
+        });
+        let avg = average.as_ref().unwrap();
+        let trained = dl.training_margins().unwrap().unwrap();
+        assert_close(
+            &format!("iteration {it}: average"),
+            &trained,
+            avg,
+            1e-6,
+            1e-6,
+        );
+        let (want, other) = (
+            real_loss(&step.real.logits, avg),
+            real_loss(&step.real.logits, &latest),
+        );
+        println!(
+            "iteration {it}: real loss {} (average {want:.6}, latest {other:.6})",
+            step.real.loss
+        );
+        assert!(
+            (step.real.loss as f64 - want).abs() < 1e-5 * want.max(1.0),
+            "iteration {it}: real loss {} should be {want} (with the latest margins {other})",
+            step.real.loss
+        );
+        if it > 0 {
+            assert!(
+                (want - other).abs() > 1e-3,
+                "iteration {it}: the two margins should differ"
+            );
+        }
+    }
+    // A checkpoint keeps the average: restored, the real step adds it, not the meta net's.
+    let mut ck = Checkpoint::default();
+    dl.save(&mut ck).unwrap();
+    let path = std::path::Path::new("ck.safetensors");
+    let (_, _, mut other) = tiny_dl_with(&g, classes, settings);
+    other.restore(path, &ck).unwrap();
+    assert_eq!(
+        other.training_margins().unwrap(),
+        dl.training_margins().unwrap()
+    );
+    assert_ne!(
+        other.training_margins().unwrap(),
+        other.meta_margins().unwrap()
+    );
+    ck.meta.insert("margin_average".into(), "[1.0, 2.0]".into());
+    let e = other.restore(path, &ck).unwrap_err().to_string();
+    assert!(
+        e.contains("'margin_average' has 2 margins for 4 classes"),
+        "{e}"
     );
 }
 

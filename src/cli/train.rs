@@ -135,6 +135,9 @@ pub struct TrainArgs {
     /// dl variant: the warm-up fit pulls the corrector's trust g towards T (0 < T < 1) instead of 1
     #[arg(long, allow_negative_numbers = true)]
     corrector_target: Option<f32>,
+    /// dl variant: the real step uses a moving average of the margins with this decay per meta step
+    #[arg(long, allow_negative_numbers = true)]
+    margin_average: Option<f32>,
     /// dl stabiliser: bound the margins softly to (-B, B)
     #[arg(long, allow_negative_numbers = true)]
     margin_bound: Option<f32>,
@@ -197,7 +200,8 @@ fn apply_flags(a: &TrainArgs, base: TrainConfig) -> TrainConfig {
     set!(c; method, dataset, data_dir, imbalance, noise, noise_type, image_size, model, epochs);
     set!(c; batch_size, lr, momentum, weight_decay, lr_warmup_epochs, augment, seed, workers);
     set!(c; train_limit, test_limit, lr_schedule);
-    set!(c.dl; warmup_epochs, bins, meta_lr, meta_layers, corrector_target, margin_bound, meta_stop);
+    set!(c.dl; warmup_epochs, bins, meta_lr, meta_layers, corrector_target, margin_bound);
+    set!(c.dl; meta_stop, margin_average);
     switch!(c.dl; no_label_corrector, no_margin_generator, balanced_softmax, vector_meta);
     switch!(c.dl; naive_sampling, meta_lr_follows_classifier, anchor_margins);
     c

@@ -146,6 +146,10 @@ pub struct DlConfig {
     /// and 1) instead of towards reproducing the given labels (which drives g to 1, where its
     /// gradient g (1 - g) vanishes).
     pub corrector_target: Option<f32>,
+    /// Variant: the real step (and the meta-set pass) add an exponential moving average of
+    /// the margins, updated after every meta step with this decay, instead of the latest
+    /// meta step's margins.
+    pub margin_average: Option<f32>,
     /// Stabiliser: clamp margins to [-B, B].
     pub margin_bound: Option<f32>,
     /// Stabiliser: stop meta updates after this fraction of the epochs.
@@ -167,6 +171,7 @@ impl Default for DlConfig {
             meta_lr_follows_classifier: false,
             anchor_margins: false,
             corrector_target: None,
+            margin_average: None,
             margin_bound: None,
             meta_stop: None,
         }
@@ -390,6 +395,19 @@ impl TrainConfig {
                     );
                 }
             }
+            if let Some(b) = d.margin_average {
+                if !(b > 0.0 && b < 1.0) {
+                    return bad(format!(
+                        "--margin-average {b}: the average's decay lies strictly between 0 and 1"
+                    ));
+                }
+                if d.no_margin_generator {
+                    return bad(
+                        "--margin-average averages the generated margins: drop --no-margin-generator"
+                            .into(),
+                    );
+                }
+            }
             if d.balanced_softmax && !d.no_margin_generator {
                 return bad(
                     "--balanced-softmax replaces the margin generator: add --no-margin-generator"
@@ -490,6 +508,23 @@ mod tests {
             }
         }
         cfg.dl.corrector_target = None;
+        cfg.dl.no_margin_generator = false;
+        for (b, ok) in [(0.98, true), (1.0, false), (0.0, false), (f32::NAN, false)] {
+            cfg.dl.margin_average = Some(b);
+            let r = cfg.validate();
+            assert_eq!(r.is_ok(), ok, "--margin-average {b}");
+            if let Err(e) = r {
+                assert!(e.to_string().contains("--margin-average"), "{e}");
+            }
+        }
+        cfg.dl.margin_average = Some(0.98);
+        cfg.dl.no_margin_generator = true;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--margin-average") && e.contains("--no-margin-generator"),
+            "{e}"
+        );
+        cfg.dl.margin_average = None;
         cfg.dl.balanced_softmax = true;
         assert!(
             cfg.validate().is_ok(),

@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{DynamicLoss, MetaOutcome};
 use crate::autograd as ag;
-use crate::dynloss::meta_step::margins;
 use crate::dynloss::ranking::Ranking;
 use crate::error::{Error, Result};
 use crate::train::method::EpochEnv;
@@ -23,8 +22,12 @@ pub struct DlDiagnostics {
     pub meta_loss: Option<f64>,
     /// Largest |q_c|.
     pub max_abs_margin: f64,
-    /// The margins q (after the bound, if any).
+    /// The margins q the classifier trains with (after the bound, if any; the running
+    /// average with `--margin-average`).
     pub margins: Vec<f64>,
+    /// With `--margin-average`: the meta net's own margins after the epoch's last meta step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_margins: Option<Vec<f64>>,
     /// Share of training samples whose corrected label argmax(y*) is the true label, percent.
     pub label_correction_acc: f64,
     /// Share whose given label is the true label, percent (the no-correction reference).
@@ -63,17 +66,20 @@ impl DynamicLoss {
         let c = data.train.classes;
         let tv = self.theta_consts();
         let g = ag::no_grad(|| self.meta.label_weight_table(&tv))?.to_f32_vec()?;
-        // The margins the loss adds (the generator's, with the anchor if any).
-        let q: Vec<f64> = if self.parts().generator {
-            ag::no_grad(|| margins(&self.meta, &tv, self.parts()))?
-                .expect("the generator gives margins")
-                .value()
-                .to_f32_vec()?
-                .iter()
-                .map(|&v| v as f64)
-                .collect()
+        let widen = |q: Vec<f32>| q.into_iter().map(f64::from).collect::<Vec<f64>>();
+        // The margins the loss adds (the generator's, with the anchor if any, or their running
+        // average); the fixed ones of `--balanced-softmax` are not reported.
+        let q = if self.parts().generator {
+            widen(
+                self.training_margins()?
+                    .expect("the generator gives margins"),
+            )
         } else {
             Vec::new()
+        };
+        let meta_margins = match self.margin_average {
+            Some(_) => self.meta_margins()?.map(widen),
+            None => None,
         };
         let (mut hit, mut given_hit) = (0usize, 0usize);
         let mut low = vec![0usize; c];
@@ -121,6 +127,7 @@ impl DynamicLoss {
             meta_loss,
             max_abs_margin,
             margins: q,
+            meta_margins,
             label_correction_acc: 100.0 * hit as f64 / n,
             given_label_acc: 100.0 * given_hit as f64 / n,
             est_noise_rate: low

@@ -42,16 +42,37 @@ pub struct DynamicLoss {
     bins: usize,
     history: Vec<DlDiagnostics>,
     counts: Vec<usize>,
+    /// With `--margin-average`: the running average of the margins after each meta step
+    /// (none before the first).
+    margin_average: Option<Vec<f32>>,
 }
 
-/// The batches of one meta iteration, uploaded.
-struct Uploaded {
-    weak: Tensor,
-    strong: Tensor,
-    labels: Tensor,
-    meta_x: Tensor,
-    meta_labels: Tensor,
-    bins: Tensor,
+/// The tensors of one meta iteration: the training batch in both views with its given labels
+/// and rank bins, and the meta batch.
+pub struct IterationBatch {
+    /// Weak view of the training batch [B, C, H, W] (meta step and pseudo-labels).
+    pub weak: Tensor,
+    /// Training view of the same images (the real step).
+    pub strong: Tensor,
+    /// Given labels u32 [B].
+    pub labels: Tensor,
+    /// Meta images [M, C, H, W].
+    pub meta_x: Tensor,
+    /// Meta labels u32 [M].
+    pub meta_labels: Tensor,
+    /// Rank bin of each training sample, u32 [B].
+    pub bins: Tensor,
+}
+
+/// What one meta iteration reports.
+pub struct Iteration {
+    /// The real step.
+    pub real: Stepped,
+    /// The meta loss, when a meta step ran.
+    pub meta_loss: Option<f64>,
+    /// Pseudo-labels on which the real step's sample equals the virtual step's, and how many
+    /// were drawn (none without a meta step).
+    pub agreement: Option<(usize, usize)>,
 }
 
 impl DynamicLoss {
@@ -93,6 +114,7 @@ impl DynamicLoss {
             bins,
             history: Vec::new(),
             counts: crate::data::count_labels(labels, classes),
+            margin_average: None,
         })
     }
 
@@ -104,6 +126,66 @@ impl DynamicLoss {
             margin_bound: self.settings.margin_bound,
             anchor: self.anchor.as_ref(),
         }
+    }
+
+    /// The parts the classifier trains with: the meta step's, except that with
+    /// `--margin-average` the margins are `average`, a constant.
+    fn training_parts<'a>(&'a self, average: Option<&'a Tensor>) -> MetaParts<'a> {
+        match average {
+            Some(avg) => MetaParts {
+                generator: false,
+                fixed_margins: Some(avg),
+                margin_bound: None,
+                anchor: None,
+                ..self.parts()
+            },
+            None => self.parts(),
+        }
+    }
+
+    /// The running average of the margins as a tensor, when there is one.
+    fn average_tensor(&self, gpu: &crate::gpu::Gpu) -> Result<Option<Tensor>> {
+        self.margin_average
+            .as_ref()
+            .map(|q| Tensor::from_f32(gpu, &[q.len()], q))
+            .transpose()
+    }
+
+    /// The margins the meta net gives now (the generator's, with the anchor if any, or the
+    /// fixed ones), none when the loss adds none.
+    pub fn meta_margins(&self) -> Result<Option<Vec<f32>>> {
+        ag::no_grad(|| margins(&self.meta, &self.theta_consts(), self.parts()))?
+            .map(|q| q.value().to_f32_vec())
+            .transpose()
+    }
+
+    /// The margins the classifier's real step adds now: the running average with
+    /// `--margin-average` once a meta step has run, else the meta net's.
+    pub fn training_margins(&self) -> Result<Option<Vec<f32>>> {
+        match &self.margin_average {
+            Some(avg) => Ok(Some(avg.clone())),
+            None => self.meta_margins(),
+        }
+    }
+
+    /// Folds the meta net's margins after a meta step into the running average; the first
+    /// meta step starts it (so no bias correction is needed).
+    fn update_margin_average(&mut self) -> Result<()> {
+        let Some(decay) = self.settings.margin_average else {
+            return Ok(());
+        };
+        let q = self
+            .meta_margins()?
+            .expect("--margin-average is validated to need the generator");
+        self.margin_average = Some(match self.margin_average.take() {
+            Some(avg) => avg
+                .iter()
+                .zip(&q)
+                .map(|(a, v)| decay * a + (1.0 - decay) * v)
+                .collect(),
+            None => q,
+        });
+        Ok(())
     }
 
     fn theta_consts(&self) -> Vec<Var> {
@@ -299,7 +381,7 @@ impl DynamicLoss {
             let (weak, labels) = env.data.upload(env.gpu, &wb.x, &wb.labels)?;
             let (strong, _) = env.data.upload(env.gpu, &sb.x, &sb.labels)?;
             let (meta_x, meta_labels) = env.data.upload(env.gpu, &mbatch.x, &mbatch.labels)?;
-            let up = Uploaded {
+            let up = IterationBatch {
                 weak,
                 strong,
                 labels,
@@ -307,37 +389,17 @@ impl DynamicLoss {
                 meta_labels,
                 bins: Self::bins_tensor(env, ranking, &wb.indices)?,
             };
-            let [virtual_seed, real_seed] = gumbel_seeds(cfg.seed, epoch, it);
-            let (yhat, virtual_yhat) = if meta_active {
-                let pseudo = Pseudo::HardGumbel(virtual_seed);
-                let (logits, virtual_yhat, meta_loss) = self.meta_step(clf, &up, pseudo, epoch)?;
-                meta_sum += meta_loss;
+            let seeds = gumbel_seeds(cfg.seed, epoch, it);
+            let step = self.meta_iteration(clf, &up, seeds, meta_active, epoch)?;
+            if let Some(loss) = step.meta_loss {
+                meta_sum += loss;
                 meta_n += 1;
-                // The real step's own sample from the same weak logits.
-                let c = logits.shape()[1];
-                let real = gumbel_argmax(&logits.to_f32_vec()?, c, real_seed);
-                (one_hot_rows(env.gpu, &real, c)?, Some(virtual_yhat))
-            } else {
-                let logits = clf.logits(&up.weak, Mode::Train)?;
-                (pseudo_labels(&logits, Pseudo::HardGumbel(real_seed))?, None)
-            };
-            if let Some(v) = virtual_yhat {
-                // The pseudo-labels the real step is given against those the virtual step used.
-                let (real, virt) = (yhat.to_f32_vec()?, v.to_f32_vec()?);
-                let c = yhat.shape()[1];
-                agree += real
-                    .chunks(c)
-                    .zip(virt.chunks(c))
-                    .filter(|(a, b)| a == b)
-                    .count();
-                drawn += real.len() / c;
             }
-            // Real step: strong view, the updated meta net, no graph through it.
-            let tv = self.theta_consts();
-            let batch = up.meta_batch();
-            let out = clf.step(&up.strong, |logits| {
-                classifier_loss(&self.meta, &tv, logits, &batch, &yhat, self.parts())
-            })?;
+            if let Some((a, n)) = step.agreement {
+                agree += a;
+                drawn += n;
+            }
+            let out = step.real;
             st.record(out.loss, &out.logits, &sb.labels)?;
             env.tick(|| {
                 format!(
@@ -357,13 +419,61 @@ impl DynamicLoss {
         ))
     }
 
+    /// One iteration of a meta epoch on `up`: unless `meta_active` is false, a meta step with
+    /// the virtual step's hard Gumbel sample drawn from `seeds[0]`; then the real step on the
+    /// training view with the updated meta net and a fresh sample from `seeds[1]`.
+    pub fn meta_iteration(
+        &mut self,
+        clf: &mut Classifier,
+        up: &IterationBatch,
+        seeds: [u64; 2],
+        meta_active: bool,
+        epoch: usize,
+    ) -> Result<Iteration> {
+        let [virtual_seed, real_seed] = seeds;
+        let (yhat, meta_loss, agreement) = if meta_active {
+            let pseudo = Pseudo::HardGumbel(virtual_seed);
+            let (logits, virtual_yhat, meta_loss) = self.meta_step(clf, up, pseudo, epoch)?;
+            self.update_margin_average()?;
+            // The real step's own sample from the same weak logits.
+            let c = logits.shape()[1];
+            let real = gumbel_argmax(&logits.to_f32_vec()?, c, real_seed);
+            let yhat = one_hot_rows(up.labels.gpu(), &real, c)?;
+            // The pseudo-labels the real step is given against those the virtual step used.
+            let virt = virtual_yhat.to_f32_vec()?;
+            let agree = real
+                .iter()
+                .zip(virt.chunks(c))
+                .filter(|(r, row)| row[**r as usize] == 1.0)
+                .count();
+            (yhat, Some(meta_loss), Some((agree, real.len())))
+        } else {
+            let logits = clf.logits(&up.weak, Mode::Train)?;
+            let yhat = pseudo_labels(&logits, Pseudo::HardGumbel(real_seed))?;
+            (yhat, None, None)
+        };
+        // Real step: strong view, the updated meta net, no graph through it.
+        let tv = self.theta_consts();
+        let average = self.average_tensor(up.labels.gpu())?;
+        let parts = self.training_parts(average.as_ref());
+        let batch = up.meta_batch();
+        let real = clf.step(&up.strong, |logits| {
+            classifier_loss(&self.meta, &tv, logits, &batch, &yhat, parts)
+        })?;
+        Ok(Iteration {
+            real,
+            meta_loss,
+            agreement,
+        })
+    }
+
     /// The meta step: the meta gradient through a virtual SGD step of `clf` at its current
     /// learning rate, then one Adam step on the meta net. Returns the weak-view logits its
     /// pseudo-labels were drawn from, those pseudo-labels and the meta loss.
     fn meta_step(
         &mut self,
         clf: &Classifier,
-        up: &Uploaded,
+        up: &IterationBatch,
         pseudo: Pseudo,
         epoch: usize,
     ) -> Result<(Tensor, Tensor, f64)> {
@@ -415,7 +525,9 @@ impl DynamicLoss {
             .map(|i| split.meta[i])
             .collect();
         let loader = env.data.loader(order, env.cfg.augment, epoch, 3)?;
-        let q = margins(&self.meta, &self.theta_consts(), self.parts())?.map(|q| q.detach());
+        let average = self.average_tensor(env.gpu)?;
+        let parts = self.training_parts(average.as_ref());
+        let q = margins(&self.meta, &self.theta_consts(), parts)?.map(|q| q.detach());
         for batch in loader {
             if batch.labels.len() < 2 {
                 continue;
@@ -429,7 +541,7 @@ impl DynamicLoss {
     }
 }
 
-impl Uploaded {
+impl IterationBatch {
     fn meta_batch(&self) -> MetaBatch<'_> {
         MetaBatch {
             x: &self.weak,
@@ -481,6 +593,12 @@ impl TrainingMethod for DynamicLoss {
             "adam_steps".into(),
             serde_json::to_string(&self.adam.steps).expect("serialise"),
         );
+        if let Some(avg) = &self.margin_average {
+            ck.meta.insert(
+                "margin_average".into(),
+                serde_json::to_string(avg).expect("serialise"),
+            );
+        }
         ck.meta.insert(
             "dl_history".into(),
             serde_json::to_string(&self.history).expect("serialise"),
@@ -512,6 +630,26 @@ impl TrainingMethod for DynamicLoss {
                 ),
             });
         }
+        self.margin_average = match ck.meta.get("margin_average") {
+            Some(text) => {
+                let avg: Vec<f32> = serde_json::from_str(text).map_err(|e| Error::Format {
+                    path: path.into(),
+                    msg: format!("checkpoint metadata 'margin_average': {e}"),
+                })?;
+                if avg.len() != self.counts.len() {
+                    return Err(Error::Format {
+                        path: path.into(),
+                        msg: format!(
+                            "checkpoint metadata 'margin_average' has {} margins for {} classes",
+                            avg.len(),
+                            self.counts.len()
+                        ),
+                    });
+                }
+                Some(avg)
+            }
+            None => None,
+        };
         self.history =
             serde_json::from_str(ck.get(path, "dl_history")?).map_err(|e| Error::Format {
                 path: path.into(),
