@@ -444,7 +444,7 @@ impl DynamicLoss {
             let agree = real
                 .iter()
                 .zip(virt.chunks(c))
-                .filter(|(r, row)| row[**r as usize] == 1.0)
+                .filter(|(r, row)| row[**r] == 1.0)
                 .count();
             (yhat, Some(meta_loss), Some((agree, real.len())))
         } else {
