@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::nn::Mode;
 use crate::optim::Adam;
 use crate::tensor::Tensor;
+use crate::tensor::elementwise::{self, Binary};
 
 use super::baseline::log_counts;
 use super::checkpoint::Checkpoint;
@@ -43,8 +44,8 @@ pub struct DynamicLoss {
     history: Vec<DlDiagnostics>,
     counts: Vec<usize>,
     /// With `--margin-average`: the running average of the margins after each meta step
-    /// (none before the first).
-    margin_average: Option<Vec<f32>>,
+    /// (none before the first), kept on the GPU so the iteration reads nothing back for it.
+    margin_average: Option<Tensor>,
 }
 
 /// The tensors of one meta iteration: the training batch in both views with its given labels
@@ -129,9 +130,9 @@ impl DynamicLoss {
     }
 
     /// The parts the classifier trains with: the meta step's, except that with
-    /// `--margin-average` the margins are `average`, a constant.
-    fn training_parts<'a>(&'a self, average: Option<&'a Tensor>) -> MetaParts<'a> {
-        match average {
+    /// `--margin-average` the margins are the running average, a constant.
+    fn training_parts(&self) -> MetaParts<'_> {
+        match &self.margin_average {
             Some(avg) => MetaParts {
                 generator: false,
                 fixed_margins: Some(avg),
@@ -143,19 +144,19 @@ impl DynamicLoss {
         }
     }
 
-    /// The running average of the margins as a tensor, when there is one.
-    fn average_tensor(&self, gpu: &crate::gpu::Gpu) -> Result<Option<Tensor>> {
-        self.margin_average
-            .as_ref()
-            .map(|q| Tensor::from_f32(gpu, &[q.len()], q))
-            .transpose()
-    }
-
     /// The margins the meta net gives now (the generator's, with the anchor if any, or the
     /// fixed ones), none when the loss adds none.
+    fn meta_margin_tensor(&self) -> Result<Option<Tensor>> {
+        Ok(
+            ag::no_grad(|| margins(&self.meta, &self.theta_consts(), self.parts()))?
+                .map(|q| q.value().clone()),
+        )
+    }
+
+    /// [`Self::meta_margin_tensor`], read back.
     pub fn meta_margins(&self) -> Result<Option<Vec<f32>>> {
-        ag::no_grad(|| margins(&self.meta, &self.theta_consts(), self.parts()))?
-            .map(|q| q.value().to_f32_vec())
+        self.meta_margin_tensor()?
+            .map(|q| q.to_f32_vec())
             .transpose()
     }
 
@@ -163,26 +164,26 @@ impl DynamicLoss {
     /// `--margin-average` once a meta step has run, else the meta net's.
     pub fn training_margins(&self) -> Result<Option<Vec<f32>>> {
         match &self.margin_average {
-            Some(avg) => Ok(Some(avg.clone())),
+            Some(avg) => Ok(Some(avg.to_f32_vec()?)),
             None => self.meta_margins(),
         }
     }
 
-    /// Folds the meta net's margins after a meta step into the running average; the first
-    /// meta step starts it (so no bias correction is needed).
+    /// Folds the meta net's margins after a meta step into the running average,
+    /// decay avg + (1 - decay) q, computed as q + decay (avg - q); the first meta step starts it
+    /// (so no bias correction is needed).
     fn update_margin_average(&mut self) -> Result<()> {
         let Some(decay) = self.settings.margin_average else {
             return Ok(());
         };
         let q = self
-            .meta_margins()?
+            .meta_margin_tensor()?
             .expect("--margin-average is validated to need the generator");
         self.margin_average = Some(match self.margin_average.take() {
-            Some(avg) => avg
-                .iter()
-                .zip(&q)
-                .map(|(a, v)| decay * a + (1.0 - decay) * v)
-                .collect(),
+            Some(avg) => {
+                let pull = elementwise::binary_scaled(&avg, &q, Binary::Sub, decay)?;
+                elementwise::add(&q, &pull)?
+            }
             None => q,
         });
         Ok(())
@@ -454,8 +455,7 @@ impl DynamicLoss {
         };
         // Real step: strong view, the updated meta net, no graph through it.
         let tv = self.theta_consts();
-        let average = self.average_tensor(up.labels.gpu())?;
-        let parts = self.training_parts(average.as_ref());
+        let parts = self.training_parts();
         let batch = up.meta_batch();
         let real = clf.step(&up.strong, |logits| {
             classifier_loss(&self.meta, &tv, logits, &batch, &yhat, parts)
@@ -525,9 +525,8 @@ impl DynamicLoss {
             .map(|i| split.meta[i])
             .collect();
         let loader = env.data.loader(order, env.cfg.augment, epoch, 3)?;
-        let average = self.average_tensor(env.gpu)?;
-        let parts = self.training_parts(average.as_ref());
-        let q = margins(&self.meta, &self.theta_consts(), parts)?.map(|q| q.detach());
+        let q =
+            margins(&self.meta, &self.theta_consts(), self.training_parts())?.map(|q| q.detach());
         for batch in loader {
             if batch.labels.len() < 2 {
                 continue;
@@ -596,7 +595,7 @@ impl TrainingMethod for DynamicLoss {
         if let Some(avg) = &self.margin_average {
             ck.meta.insert(
                 "margin_average".into(),
-                serde_json::to_string(avg).expect("serialise"),
+                serde_json::to_string(&avg.to_f32_vec()?).expect("serialise"),
             );
         }
         ck.meta.insert(
@@ -646,7 +645,7 @@ impl TrainingMethod for DynamicLoss {
                         ),
                     });
                 }
-                Some(avg)
+                Some(Tensor::from_f32(self.theta[0].gpu(), &[avg.len()], &avg)?)
             }
             None => None,
         };
