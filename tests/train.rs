@@ -108,6 +108,58 @@ fn loss_falls_and_accuracy_rises_above_chance() {
     std::fs::remove_dir_all(&root).ok();
 }
 
+/// `audit` rebuilds the run's noisy training set from the checkpoint's own settings: its given
+/// labels are right exactly as often as the run's data says, the bands add up to the whole,
+/// and every relabelling line balances.
+#[test]
+fn audit_rebuilds_the_noisy_training_set() {
+    let g = gpu();
+    let root = tmp("audit");
+    let cfg = TrainConfig {
+        epochs: 1,
+        noise: 0.3,
+        noise_type: dynloss_wgpu::data::NoiseType::Sym,
+        ..tiny_config(tiny_model(&root))
+    };
+    let out = root.join("run");
+    train::train(&g, &cfg, &opts(&out)).unwrap();
+    let data = train::data::TrainData::load(&cfg).unwrap();
+    let ckpt = out.join("checkpoint.safetensors");
+    let (a, names) = train::audit::audit_checkpoint(&g, &ckpt, None, 4).unwrap();
+    let right = data
+        .train
+        .labels
+        .iter()
+        .zip(&data.true_labels)
+        .filter(|(y, t)| y == t)
+        .count();
+    assert_eq!((a.samples, a.given_right), (data.train.len(), right));
+    assert!(right < a.samples, "the run's labels are noisy");
+    assert_eq!(names.len(), 10);
+    let bands: Vec<_> = a.bands.iter().flatten().collect();
+    assert_eq!(bands.iter().map(|b| b.samples).sum::<usize>(), a.samples);
+    assert_eq!(bands.iter().map(|b| b.given_right).sum::<usize>(), right);
+    assert_eq!(
+        bands.iter().map(|b| b.predicted_right).sum::<usize>(),
+        a.predicted_right
+    );
+    for (r, next) in a.relabel.iter().zip(a.relabel.iter().skip(1)) {
+        assert!(
+            r.changed <= next.changed,
+            "a larger share changes no fewer labels"
+        );
+        assert_eq!(
+            r.labels_right + r.changed_right_before,
+            right + r.changed_right_after
+        );
+    }
+    let e = train::audit::audit_checkpoint(&g, &ckpt, None, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--bands 0"), "{e}");
+    std::fs::remove_dir_all(&root).ok();
+}
+
 #[test]
 fn resumed_run_equals_straight_run() {
     let g = gpu();

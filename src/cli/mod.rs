@@ -12,6 +12,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use dynloss_wgpu::choice::Choice;
 use dynloss_wgpu::gpu::{AdapterRequest, ConvAlgo, Gpu, Tiling, adapter};
 use dynloss_wgpu::probe::{self, KernelTable};
+use dynloss_wgpu::train::audit::audit_checkpoint;
 use dynloss_wgpu::train::evaluate::evaluate_checkpoint;
 use dynloss_wgpu::train::metrics::plot_runs;
 use dynloss_wgpu::{Error, Result};
@@ -54,6 +55,20 @@ enum Command {
         checkpoint: PathBuf,
         #[command(flatten)]
         data: data::DataFlags,
+    },
+    /// Audit the noisy training set a checkpoint was trained on: per class and loss band, how
+    /// many given labels and how many of its predictions are right, and how right the labels
+    /// would be if the highest-loss samples of each class took its prediction.
+    Audit {
+        /// The checkpoint (checkpoint.safetensors in a run directory).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Folder holding the data set's files [default: the one the run used].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Loss bands per class (cut as the Dynamic Loss cuts its rank bins).
+        #[arg(long, default_value_t = 10)]
+        bands: usize,
     },
     /// Data sets: download, or print the statistics of a long-tailed noisy training set.
     Data {
@@ -190,12 +205,70 @@ fn eval(flags: &GpuFlags, checkpoint: &std::path::Path, data: &data::DataFlags) 
     Ok(())
 }
 
+fn audit(
+    flags: &GpuFlags,
+    checkpoint: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
+    bands: usize,
+) -> Result<()> {
+    let gpu = Gpu::new(&request(flags))?;
+    let (a, names) = audit_checkpoint(&gpu, checkpoint, data_dir, bands)?;
+    let pct = |k: usize, n: usize| 100.0 * k as f64 / n.max(1) as f64;
+    println!(
+        "training samples: {}; given labels right: {:.2}%; predictions right: {:.2}%",
+        a.samples,
+        pct(a.given_right, a.samples),
+        pct(a.predicted_right, a.samples)
+    );
+    println!(
+        "\nrelabel the highest-loss share of each class (by given label) with the prediction:"
+    );
+    println!(
+        "  {:>6} {:>8} {:>13} {:>28}",
+        "share", "changed", "labels right", "changed labels right before/after"
+    );
+    for r in &a.relabel {
+        println!(
+            "  {:>5}% {:>8} {:>12.2}% {:>14.1}% / {:.1}%",
+            r.percent,
+            r.changed,
+            pct(r.labels_right, a.samples),
+            pct(r.changed_right_before, r.changed),
+            pct(r.changed_right_after, r.changed)
+        );
+    }
+    println!(
+        "\nper class (by given label) and loss band, lowest loss first: given labels right / predictions right (%)"
+    );
+    for (c, class_bands) in a.bands.iter().enumerate() {
+        let n: usize = class_bands.iter().map(|b| b.samples).sum();
+        let name = names.get(c).cloned().unwrap_or_else(|| c.to_string());
+        let cells: Vec<String> = class_bands
+            .iter()
+            .map(|b| {
+                format!(
+                    "{:.0}/{:.0}",
+                    pct(b.given_right, b.samples),
+                    pct(b.predicted_right, b.samples)
+                )
+            })
+            .collect();
+        println!("  {c:>3} {name:<14} {n:>6}  {}", cells.join(" "));
+    }
+    Ok(())
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Info => info(&cli.gpu),
         Command::Train(a) => train::run(&cli.gpu, a),
         Command::Eval { checkpoint, data } => eval(&cli.gpu, checkpoint, data),
+        Command::Audit {
+            checkpoint,
+            data_dir,
+            bands,
+        } => audit(&cli.gpu, checkpoint, data_dir.as_deref(), *bands),
         Command::Data { command } => data::run(command),
         Command::Plot { runs, out } => {
             let path = plot_runs(runs, out.as_deref())?;

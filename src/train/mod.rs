@@ -4,9 +4,10 @@
 //!
 //! Dependencies point one way: `run` (the loop) uses the methods (`baseline`,
 //! `dynamic_loss`), which use `method`, `classifier` and `data`; `state` writes and reads what
-//! those own; `evaluate` reads a checkpoint through `state` and `classifier`.
+//! those own; `evaluate` and `audit` read a checkpoint through `state` and `classifier`.
 
 pub mod accuracy;
+pub mod audit;
 pub mod baseline;
 pub mod checkpoint;
 pub mod classifier;
