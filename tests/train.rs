@@ -157,6 +157,49 @@ fn audit_rebuilds_the_noisy_training_set() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("--bands 0"), "{e}");
+    // --relabel-from trains on exactly the labels the audit's 50% line counts.
+    let relabelled = TrainConfig {
+        relabel_from: Some(ckpt.clone()),
+        relabel_top: 50.0,
+        epochs: 2,
+        ..cfg.clone()
+    };
+    let out2 = root.join("relabelled");
+    let stop = RunOptions {
+        stop_after: Some(1),
+        ..opts(&out2)
+    };
+    let s = train::train(&g, &relabelled, &stop).unwrap();
+    let half = a.relabel.iter().find(|r| r.percent == 50.0).unwrap();
+    assert!(half.changed > 0);
+    let right_after = half.labels_right as f64 / a.samples as f64;
+    assert!((s.noise_rate - (1.0 - right_after)).abs() < 1e-12);
+    // A checkpoint of other data is refused, naming the setting.
+    let other = TrainConfig {
+        seed: cfg.seed + 1,
+        ..relabelled.clone()
+    };
+    let e = train::train(&g, &other, &opts(&root.join("other")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--relabel-from") && e.contains("--seed"), "{e}");
+    // Resuming after the relabelling checkpoint changed is refused: train another classifier
+    // into its place.
+    let again = TrainConfig {
+        lr: 0.2,
+        ..cfg.clone()
+    };
+    let out3 = root.join("again");
+    train::train(&g, &again, &opts(&out3)).unwrap();
+    std::fs::copy(out3.join("checkpoint.safetensors"), &ckpt).unwrap();
+    let resume = RunOptions {
+        resume: true,
+        ..opts(&out2)
+    };
+    let e = train::train(&g, &relabelled, &resume)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("training labels differ"), "{e}");
     std::fs::remove_dir_all(&root).ok();
 }
 

@@ -80,8 +80,15 @@ pub struct TrainArgs {
     /// Evaluate on a random subset of this many test samples
     #[arg(long)]
     test_limit: Option<usize>,
+    /// Train on labels corrected by the classifier of this checkpoint (trained on the same
+    /// data): the highest-loss --relabel-top percent of each class take its prediction
+    #[arg(long)]
+    relabel_from: Option<PathBuf>,
+    /// Percent of each class --relabel-from relabels
+    #[arg(long, allow_negative_numbers = true)]
+    relabel_top: Option<f64>,
     /// On the built-in set, start from the defaults shown here (native 32 x 32 images) instead
-    /// of the quick first run (12 x 12 images, weak view, batch 32, 2 epochs)
+    /// of the quick first run (12 x 12 images, weak view, batch 32, 3 epochs)
     #[arg(long)]
     full: bool,
     /// Data-preparation threads
@@ -199,7 +206,7 @@ fn apply_flags(a: &TrainArgs, base: TrainConfig) -> TrainConfig {
     }
     set!(c; method, dataset, data_dir, imbalance, noise, noise_type, image_size, model, epochs);
     set!(c; batch_size, lr, momentum, weight_decay, lr_warmup_epochs, augment, seed, workers);
-    set!(c; train_limit, test_limit, lr_schedule);
+    set!(c; train_limit, test_limit, lr_schedule, relabel_from, relabel_top);
     set!(c.dl; warmup_epochs, bins, meta_lr, meta_layers, corrector_target, margin_bound);
     set!(c.dl; meta_stop, margin_average);
     switch!(c.dl; no_label_corrector, no_margin_generator, balanced_softmax, vector_meta);

@@ -9,11 +9,10 @@ use std::path::Path;
 use crate::dynloss::ranking::bin_of;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::nn::zoo;
 
 use super::checkpoint::Checkpoint;
-use super::classifier::Classifier;
 use super::data::TrainData;
+use super::relabel::{predictions, ranked_by_loss, relabel_top, training_logits};
 use super::state;
 
 /// Shares of the highest-loss samples per class that [`audit_checkpoint`] relabels, percent.
@@ -72,18 +71,9 @@ pub fn audit_labels(
     percents: &[f64],
 ) -> LabelAudit {
     let n = given.len();
-    assert_eq!(logits.len(), n * classes, "logits are [N, classes]");
     assert_eq!(truth.len(), n, "one true label per sample");
-    let row = |i: usize| &logits[i * classes..(i + 1) * classes];
-    let predicted: Vec<u32> = (0..n).map(|i| argmax(row(i))).collect();
-    let loss: Vec<f64> = (0..n).map(|i| cross_entropy(row(i), given[i])).collect();
-    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
-    for (i, &y) in given.iter().enumerate() {
-        by_class[y as usize].push(i);
-    }
-    for members in &mut by_class {
-        members.sort_by(|&a, &b| loss[a].total_cmp(&loss[b]).then(a.cmp(&b)));
-    }
+    let predicted = predictions(logits, classes);
+    let by_class = ranked_by_loss(logits, given, classes);
     let empty = Band {
         samples: 0,
         given_right: 0,
@@ -106,24 +96,20 @@ pub fn audit_labels(
     let relabel = percents
         .iter()
         .map(|&percent| {
+            let labels = relabel_top(&by_class, &predicted, given, percent);
             let mut line = Relabel {
                 percent,
                 changed: 0,
                 changed_right_before: 0,
                 changed_right_after: 0,
-                labels_right: given_right,
+                labels_right: 0,
             };
-            for members in &by_class {
-                let top = (members.len() as f64 * percent / 100.0).round() as usize;
-                for &i in &members[members.len() - top.min(members.len())..] {
-                    if predicted[i] == given[i] {
-                        continue;
-                    }
-                    let (before, after) = (given[i] == truth[i], predicted[i] == truth[i]);
+            for i in 0..n {
+                line.labels_right += (labels[i] == truth[i]) as usize;
+                if labels[i] != given[i] {
                     line.changed += 1;
-                    line.changed_right_before += before as usize;
-                    line.changed_right_after += after as usize;
-                    line.labels_right = line.labels_right + after as usize - before as usize;
+                    line.changed_right_before += (given[i] == truth[i]) as usize;
+                    line.changed_right_after += (labels[i] == truth[i]) as usize;
                 }
             }
             line
@@ -136,23 +122,6 @@ pub fn audit_labels(
         bands: band_table,
         relabel,
     }
-}
-
-fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (j, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = j;
-        }
-    }
-    best as u32
-}
-
-/// -log softmax(row)[y], in f64.
-fn cross_entropy(row: &[f32], y: u32) -> f64 {
-    let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let z: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
-    m + z.ln() - row[y as usize] as f64
 }
 
 /// Audits the checkpoint at `path` on the training set its own settings build (`data_dir`
@@ -174,12 +143,8 @@ pub fn audit_checkpoint(
         cfg.data_dir = Some(d.to_path_buf());
     }
     let data = TrainData::load(&cfg)?;
+    let logits = training_logits(gpu, path, &ck, &data)?;
     let train = &data.train;
-    let model = zoo::build_named(&cfg.model, train.shape, train.classes)?;
-    let mut clf = Classifier::new(gpu, &cfg, model, 1)?;
-    clf.restore_weights(path, &ck)?;
-    let n = train.len();
-    let logits = clf.predict(data.predict_loader(train, (0..n).collect(), 7)?)?;
     let audit = audit_labels(
         &logits,
         &train.labels,
@@ -249,13 +214,5 @@ mod tests {
                 labels_right: 7,
             }
         );
-    }
-
-    #[test]
-    fn cross_entropy_matches_the_formula() {
-        let row = [1.0f32, 2.0, 0.5];
-        let z: f64 = row.iter().map(|&v| (v as f64).exp()).sum();
-        assert!((cross_entropy(&row, 1) - (z.ln() - 2.0)).abs() < 1e-12);
-        assert_eq!(argmax(&row), 1);
     }
 }

@@ -66,6 +66,9 @@ pub const QUICK_RUN_SIDE: usize = 12;
 /// Training images of the quick run (a seeded subset of the built-in set's 20,000).
 pub const QUICK_RUN_IMAGES: usize = 14_000;
 
+/// Default share of each class `--relabel-from` relabels, percent.
+pub const DEFAULT_RELABEL_TOP: f64 = 15.0;
+
 /// Every setting of a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -109,6 +112,11 @@ pub struct TrainConfig {
     pub train_limit: Option<usize>,
     /// Evaluate on a seeded random subset of this many test samples (quick runs).
     pub test_limit: Option<usize>,
+    /// Train on labels corrected by the classifier in this checkpoint (trained on the same
+    /// data): the highest-loss `relabel_top` percent of each class take its prediction.
+    pub relabel_from: Option<PathBuf>,
+    /// Percent of each class (by given label) that `relabel_from` relabels.
+    pub relabel_top: f64,
     /// Data-preparation worker threads.
     pub workers: usize,
     /// Dynamic Loss settings (used by `--method dl`).
@@ -201,6 +209,8 @@ impl Default for TrainConfig {
             seed: data.seed,
             train_limit: None,
             test_limit: None,
+            relabel_from: None,
+            relabel_top: DEFAULT_RELABEL_TOP,
             workers: 1,
             dl: DlConfig::default(),
         }
@@ -364,6 +374,15 @@ impl TrainConfig {
         }
         if self.train_limit == Some(0) || self.test_limit == Some(0) {
             return bad("--train-limit and --test-limit must be at least 1".into());
+        }
+        if !(0.0..=100.0).contains(&self.relabel_top) {
+            return bad(format!(
+                "--relabel-top must be a percent in [0, 100], got {}",
+                self.relabel_top
+            ));
+        }
+        if self.relabel_from.is_none() && self.relabel_top != DEFAULT_RELABEL_TOP {
+            return bad("--relabel-top needs --relabel-from".into());
         }
         if self.method != Method::Dl && self.dl != DlConfig::default() {
             return bad(
@@ -533,5 +552,31 @@ mod tests {
         cfg.dl.no_margin_generator = false;
         let e = cfg.validate().unwrap_err().to_string();
         assert!(e.contains("--balanced-softmax"), "{e}");
+    }
+
+    #[test]
+    fn relabel_settings_are_checked_by_flag() {
+        let mut cfg = TrainConfig {
+            relabel_top: 10.0,
+            ..TrainConfig::default()
+        };
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("--relabel-top needs --relabel-from"), "{e}");
+        cfg.relabel_from = Some("runs/bs/checkpoint.safetensors".into());
+        assert!(cfg.validate().is_ok());
+        for (p, ok) in [
+            (0.0, true),
+            (100.0, true),
+            (-1.0, false),
+            (100.5, false),
+            (f64::NAN, false),
+        ] {
+            cfg.relabel_top = p;
+            let r = cfg.validate();
+            assert_eq!(r.is_ok(), ok, "--relabel-top {p}");
+            if let Err(e) = r {
+                assert!(e.to_string().contains("--relabel-top"), "{e}");
+            }
+        }
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Dependencies point one way: `run` (the loop) uses the methods (`baseline`,
 //! `dynamic_loss`), which use `method`, `classifier` and `data`; `state` writes and reads what
-//! those own; `evaluate` and `audit` read a checkpoint through `state` and `classifier`.
+//! those own; `evaluate`, `audit` and `relabel` read a checkpoint through `state` and `classifier`.
 
 pub mod accuracy;
 pub mod audit;
@@ -17,6 +17,7 @@ pub mod dynamic_loss;
 pub mod evaluate;
 pub mod method;
 pub mod metrics;
+pub mod relabel;
 pub mod run;
 pub mod state;
 

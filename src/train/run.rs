@@ -20,6 +20,7 @@ use super::data::TrainData;
 use super::dynamic_loss::DynamicLoss;
 use super::method::{EpochEnv, TrainingMethod};
 use super::metrics::{self, EpochMetrics};
+use super::relabel::relabel_from_checkpoint;
 use super::state::{self, CHECKPOINT, METRICS, SUMMARY};
 
 /// How one invocation runs: where to write, whether to resume, when to stop early.
@@ -156,7 +157,15 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary>
     let ck_path = out.join(CHECKPOINT);
     let metrics_path = out.join(METRICS);
 
-    let data = TrainData::load(cfg)?;
+    let mut data = TrainData::load(cfg)?;
+    if let Some(r) = relabel_from_checkpoint(gpu, cfg, &mut data)? {
+        if opts.verbose {
+            eprintln!(
+                "relabelled {} training labels: {:.2}% right before, {:.2}% after",
+                r.changed, r.right_before, r.right_after
+            );
+        }
+    }
     let model = zoo::build_named(&cfg.model, data.train.shape, data.train.classes)?;
     let mut clf = Classifier::new(gpu, cfg, model, data.steps_per_epoch())?;
     let mut method = method_for(gpu, cfg, &data, &clf)?;
@@ -178,6 +187,7 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary>
         if !changed.is_empty() && opts.verbose {
             eprintln!("resuming with changed stabilisers: {}", changed.join(", "));
         }
+        state::check_labels(&ck_path, &ck, &data)?;
         done = state::restore(&ck_path, &ck, &mut clf, method.as_mut(), &metrics_path)?;
         // A kill after the checkpoint's rename may have left the files behind it stale.
         write_epoch_files(cfg, &data, gpu, &done, out)?;

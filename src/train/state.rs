@@ -54,6 +54,7 @@ pub fn save(
         "config".into(),
         serde_json::to_string(cfg).expect("config serialises"),
     );
+    m.insert("train_labels".into(), labels_digest(&data.train.labels));
     m.insert("model".into(), cfg.model.clone());
     m.insert("input".into(), format!("{:?}", data.train.shape));
     m.insert("classes".into(), data.train.classes.to_string());
@@ -97,6 +98,27 @@ pub fn restore(
         seconds: ck.parse(path, "seconds")?,
         history,
     })
+}
+
+/// A digest of the training labels a run trains on (they depend on `--relabel-from`'s
+/// checkpoint as well as on the settings).
+fn labels_digest(labels: &[u32]) -> String {
+    let h = labels.iter().fold(labels.len() as u64, |h, &l| {
+        crate::data::mix64(h ^ l as u64)
+    });
+    format!("{h:016x}")
+}
+
+/// Refuses to resume on training labels other than the run's (a `--relabel-from` checkpoint
+/// that changed since). Checkpoints from before the digest was stored pass.
+pub fn check_labels(path: &Path, ck: &Checkpoint, data: &TrainData) -> Result<()> {
+    match ck.meta.get("train_labels") {
+        Some(saved) if *saved != labels_digest(&data.train.labels) => Err(Error::Config(format!(
+            "--resume: the training labels differ from those {} was trained on (has the --relabel-from checkpoint changed?)",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The settings a checkpoint was trained with. A checkpoint written before the choice of
