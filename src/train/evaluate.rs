@@ -27,6 +27,27 @@ pub struct Evaluation {
     pub class_names: Vec<String>,
 }
 
+/// The classifier saved in checkpoint `ck` (read from `path`), with its weights and running
+/// statistics, after checking that it takes `ds`'s images and classes.
+pub fn classifier_for(gpu: &Gpu, path: &Path, ck: &Checkpoint, ds: &Dataset) -> Result<Classifier> {
+    let saved = state::config_of(path, ck)?;
+    let classes: usize = ck.parse(path, "classes")?;
+    let input = ck.get(path, "input")?;
+    if classes != ds.classes || input != format!("{:?}", ds.shape) {
+        return Err(Error::Format {
+            path: path.into(),
+            msg: format!(
+                "checkpoint was trained on {input} images with {classes} classes; this data set has {:?} and {}",
+                ds.shape, ds.classes
+            ),
+        });
+    }
+    let model = zoo::build_named(&saved.model, ds.shape, ds.classes)?;
+    let mut clf = Classifier::new(gpu, &saved, model, 1)?;
+    clf.restore_weights(path, ck)?;
+    Ok(clf)
+}
+
 /// Evaluates the checkpoint at `path` on the test split of `data`.
 pub fn evaluate_checkpoint(gpu: &Gpu, path: &Path, data: &DataConfig) -> Result<Evaluation> {
     let (_, test) = crate::data::load_raw(data)?;
@@ -36,21 +57,8 @@ pub fn evaluate_checkpoint(gpu: &Gpu, path: &Path, data: &DataConfig) -> Result<
 /// Evaluates the checkpoint at `path` on `test`.
 pub fn evaluate_checkpoint_on(gpu: &Gpu, path: &Path, test: Dataset) -> Result<Evaluation> {
     let ck = Checkpoint::load(path)?;
-    let saved = state::config_of(path, &ck)?;
-    let classes: usize = ck.parse(path, "classes")?;
-    let input = ck.get(path, "input")?;
-    if classes != test.classes || input != format!("{:?}", test.shape) {
-        return Err(Error::Format {
-            path: path.into(),
-            msg: format!(
-                "checkpoint was trained on {input} images with {classes} classes; this data set has {:?} and {}",
-                test.shape, test.classes
-            ),
-        });
-    }
-    let model = zoo::build_named(&saved.model, test.shape, test.classes)?;
-    let mut clf = Classifier::new(gpu, &saved, model, 1)?;
-    clf.restore_weights(path, &ck)?;
+    let clf = classifier_for(gpu, path, &ck, &test)?;
+    let classes = test.classes;
     let (mean, std) = state::normalisation_of(path, &ck)?;
     let n = test.len();
     let (labels, class_names) = (test.labels.clone(), test.class_names.clone());

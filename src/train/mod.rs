@@ -4,7 +4,8 @@
 //!
 //! Dependencies point one way: `run` (the loop) uses the methods (`baseline`,
 //! `dynamic_loss`), which use `method`, `classifier` and `data`; `state` writes and reads what
-//! those own; `evaluate`, `audit` and `relabel` read a checkpoint through `state` and `classifier`.
+//! those own; `evaluate` rebuilds a checkpoint's classifier through `state` and
+//! `classifier`, and `relabel` and `audit` use it.
 
 pub mod accuracy;
 pub mod audit;

@@ -7,12 +7,11 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::nn::zoo;
 
 use super::checkpoint::Checkpoint;
-use super::classifier::Classifier;
 use super::config::TrainConfig;
 use super::data::TrainData;
+use super::evaluate::classifier_for;
 use super::state;
 
 /// The argmax class of each row of row-major `logits` [N, classes].
@@ -86,22 +85,8 @@ pub fn training_logits(
     ck: &Checkpoint,
     data: &TrainData,
 ) -> Result<Vec<f32>> {
-    let saved = state::config_of(path, ck)?;
     let train = &data.train;
-    let classes: usize = ck.parse(path, "classes")?;
-    let input = ck.get(path, "input")?;
-    if classes != train.classes || input != format!("{:?}", train.shape) {
-        return Err(Error::Format {
-            path: path.into(),
-            msg: format!(
-                "checkpoint was trained on {input} images with {classes} classes; this training set has {:?} and {}",
-                train.shape, train.classes
-            ),
-        });
-    }
-    let model = zoo::build_named(&saved.model, train.shape, train.classes)?;
-    let mut clf = Classifier::new(gpu, &saved, model, 1)?;
-    clf.restore_weights(path, ck)?;
+    let clf = classifier_for(gpu, path, ck, train)?;
     let n = train.len();
     clf.predict(data.predict_loader(train, (0..n).collect(), 7)?)
 }
