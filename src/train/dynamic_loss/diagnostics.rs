@@ -191,14 +191,15 @@ impl DynamicLoss {
                 .iter()
                 .map(|&n| (n.max(1) as f64).ln())
                 .collect();
-            let mean = logn.iter().sum::<f64>() / logn.len() as f64;
+            // Both centred: the loss is unchanged by a common shift of the margins, so only
+            // the bars' differences from their mean can be compared with the log counts.
             bar_chart(
                 &plots.join("margins.png"),
-                "learned margin q and centred log class count",
+                "centred margin q and centred log class count",
                 names,
                 &[
-                    ("margin q", last.margins.clone()),
-                    ("ln(count) - mean", logn.iter().map(|v| v - mean).collect()),
+                    ("q - mean", centred(&last.margins)),
+                    ("ln(count) - mean", centred(&logn)),
                 ],
             )?;
         }
@@ -221,5 +222,23 @@ impl DynamicLoss {
             "accuracy (%)",
             &[("corrected labels", acc), ("given labels", given)],
         )
+    }
+}
+
+/// `v` minus its mean.
+fn centred(v: &[f64]) -> Vec<f64> {
+    let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    v.iter().map(|x| x - mean).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::centred;
+
+    #[test]
+    fn centring_removes_the_common_shift_and_keeps_differences() {
+        let c = centred(&[3.0, 1.0, -1.0, 5.0]);
+        assert_eq!(c, vec![1.0, -1.0, -3.0, 3.0]);
+        assert!(centred(&[]).is_empty());
     }
 }
