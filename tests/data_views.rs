@@ -1,4 +1,4 @@
-//! Weak and strong views, the AutoAugment ops, and the background loader (order, drop_last,
+//! Weak, standard and strong views, the AutoAugment ops, and the background loader (order, drop_last,
 //! determinism across worker counts, throughput).
 
 use std::sync::Arc;
@@ -44,6 +44,69 @@ fn weak_view_is_normalisation_only() {
             "channel {c}: {m} {var}"
         );
     }
+}
+
+/// The normalised image `src` shifted by (oy, ox), mirrored if `flip`, zero-filled outside:
+/// what a padded crop with those choices gives (zero pixels normalise to -mean/std).
+fn shifted(src: &[u8], h: usize, w: usize, oy: isize, ox: isize, flip: bool) -> Vec<u8> {
+    let mut out = vec![0u8; src.len()];
+    for ch in 0..src.len() / (h * w) {
+        for y in 0..h {
+            for x in 0..w {
+                let xx = if flip { w - 1 - x } else { x };
+                let (sy, sx) = (y as isize + oy, xx as isize + ox);
+                if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
+                    out[ch * h * w + y * w + x] = src[ch * h * w + sy as usize * w + sx as usize];
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn standard_view_is_a_padded_crop_and_flip_only() {
+    let ds = small_set(40);
+    let (mean, std) = mean_std(&ds);
+    let (h, w) = (32usize, 32usize);
+    let pad = dynloss_wgpu::data::views::crop_pad(h) as isize;
+    let idx: Vec<usize> = (0..24).collect();
+    let standard = make_batch(&ds, &idx, View::Standard, &mean, &std, 5, 3, 0);
+    let strong = make_batch(&ds, &idx, View::Strong, &mean, &std, 5, 3, 0);
+    let (mut moved, mut flipped, mut strong_differs) = (0, 0, 0);
+    for (k, &i) in idx.iter().enumerate() {
+        let got = &standard.x[k * 3072..(k + 1) * 3072];
+        // Exactly one of the crops and flips the padding allows, normalised, nothing else.
+        let mut hit = None;
+        'search: for oy in -pad..=pad {
+            for ox in -pad..=pad {
+                for flip in [false, true] {
+                    let img = shifted(ds.image(i), h, w, oy, ox, flip);
+                    let same = img.iter().enumerate().all(|(j, &v)| {
+                        let c = j / 1024;
+                        (got[j] - (v as f32 / 255.0 - mean[c]) / std[c]).abs() < 1e-6
+                    });
+                    if same {
+                        hit = Some((oy, ox, flip));
+                        break 'search;
+                    }
+                }
+            }
+        }
+        let (oy, ox, flip) = hit.unwrap_or_else(|| panic!("sample {i}: not a crop and flip"));
+        moved += usize::from((oy, ox) != (0, 0));
+        flipped += usize::from(flip);
+        strong_differs += usize::from(got != &strong.x[k * 3072..(k + 1) * 3072]);
+    }
+    // The crop and the flip are drawn: most of 24 samples move, some flip, some do not.
+    assert!(moved >= 18 && (4..=20).contains(&flipped), "{moved} moved, {flipped} flipped");
+    // The strong view adds AutoAugment and Cutout on top (Cutout alone changes every sample).
+    assert_eq!(strong_differs, idx.len());
+    // And it is keyed like the strong view: the same seed, epoch and position repeat it.
+    let again = make_batch(&ds, &idx, View::Standard, &mean, &std, 5, 3, 0);
+    assert_eq!(again.x, standard.x);
+    let other = make_batch(&ds, &idx, View::Standard, &mean, &std, 5, 4, 0);
+    assert_ne!(other.x, standard.x);
 }
 
 #[test]

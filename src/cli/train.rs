@@ -68,7 +68,8 @@ pub struct TrainArgs {
     /// [default: epoch for dl, step for ce and bs]
     #[arg(long, value_parser = choice::<LrSchedule>())]
     lr_schedule: Option<LrSchedule>,
-    /// Training view: strong (crop, flip, AutoAugment, Cutout) or weak (normalise only)
+    /// View of the training steps (dl: warm-up, real step, meta-set pass): strong (pad-crop,
+    /// flip, AutoAugment, Cutout; the authors'), standard (pad-crop, flip) or weak (normalise only)
     #[arg(long, value_parser = choice::<View>())]
     augment: Option<View>,
     /// Seed of everything random
@@ -109,6 +110,9 @@ pub struct TrainArgs {
     /// dl: warm-up epochs (plain CE + corrector fit)
     #[arg(long)]
     warmup_epochs: Option<usize>,
+    /// dl: view of the meta batch: strong (the authors'), standard or weak [default: as --augment]
+    #[arg(long, value_parser = choice::<View>())]
+    meta_augment: Option<View>,
     /// dl: loss-rank bins R [default: 100 for <= 10 classes, else 50]
     #[arg(long)]
     bins: Option<usize>,
@@ -208,7 +212,7 @@ fn apply_flags(a: &TrainArgs, base: TrainConfig) -> TrainConfig {
     set!(c; batch_size, lr, momentum, weight_decay, lr_warmup_epochs, augment, seed, workers);
     set!(c; train_limit, test_limit, lr_schedule, relabel_from, relabel_top);
     set!(c.dl; warmup_epochs, bins, meta_lr, meta_layers, corrector_target, margin_bound);
-    set!(c.dl; meta_stop, margin_average);
+    set!(c.dl; meta_stop, margin_average, meta_augment);
     switch!(c.dl; no_label_corrector, no_margin_generator, balanced_softmax, vector_meta);
     switch!(c.dl; naive_sampling, meta_lr_follows_classifier, anchor_margins);
     c
@@ -334,6 +338,7 @@ mod tests {
             ("dataset", _) => "mnist".into(),
             ("noise_type", _) => "sym".into(),
             ("augment", _) => "weak".into(),
+            ("meta_augment", _) => "standard".into(),
             ("model", _) => "vgg19_bn".into(),
             ("data_dir", _) => "elsewhere".into(),
             ("lr_schedule", _) => "epoch".into(),

@@ -19,17 +19,20 @@ use crate::error::{Error, Result};
 pub enum View {
     /// Normalisation only (ranking losses, label-correction targets, evaluation).
     Weak,
+    /// Padded random crop and horizontal flip, normalise (no AutoAugment, no Cutout).
+    Standard,
     /// Padded random crop, horizontal flip, AutoAugment (CIFAR-10 policy), Cutout, normalise.
     Strong,
 }
 
 impl Choice for View {
     const WHAT: &'static str = "augmentation";
-    const ALL: &'static [Self] = &[View::Strong, View::Weak];
+    const ALL: &'static [Self] = &[View::Strong, View::Standard, View::Weak];
 
     fn name(self) -> &'static str {
         match self {
             View::Weak => "weak",
+            View::Standard => "standard",
             View::Strong => "strong",
         }
     }
@@ -86,13 +89,17 @@ pub fn prepare_sample(
     };
     match view {
         View::Weak => normalise(ds.image(idx), out),
-        View::Strong => {
+        View::Standard | View::Strong => {
             let mut rng = rng_for(seed, &[stream::AUGMENT, epoch, pos]);
             let mut img = vec![0u8; c * plane];
             pad_crop_flip(ds.image(idx), c, h, w, crop_pad(h), &mut rng, &mut img);
-            auto_augment(&mut img, c, h, w, &mut rng);
+            if view == View::Strong {
+                auto_augment(&mut img, c, h, w, &mut rng);
+            }
             normalise(&img, out);
-            cutout(out, c, h, w, cutout_size(h), &mut rng);
+            if view == View::Strong {
+                cutout(out, c, h, w, cutout_size(h), &mut rng);
+            }
         }
     }
 }

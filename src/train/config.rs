@@ -104,7 +104,9 @@ pub struct TrainConfig {
     pub lr_warmup_epochs: usize,
     /// The learning-rate schedule; `None` takes the method's ([`TrainConfig::lr_schedule`]).
     pub lr_schedule: Option<LrSchedule>,
-    /// The training view: strong (crop, flip, AutoAugment, Cutout) or weak (normalise only).
+    /// The view of the classifier's training steps (ce and bs steps; for dl the warm-up, the
+    /// real step and the meta-set pass): strong (crop, flip, AutoAugment, Cutout), standard
+    /// (crop, flip) or weak (normalise only).
     pub augment: View,
     /// Seed of everything random.
     pub seed: u64,
@@ -129,6 +131,8 @@ pub struct TrainConfig {
 pub struct DlConfig {
     /// Warm-up epochs: plain cross-entropy while the label corrector is fitted.
     pub warmup_epochs: usize,
+    /// The meta batch's view; `None` takes the training view (`augment`), as the authors do.
+    pub meta_augment: Option<View>,
     /// Rank bins R (100 for 10 classes, 50 for 100 in the paper).
     pub bins: Option<usize>,
     /// Meta-net Adam learning rate.
@@ -168,6 +172,7 @@ impl Default for DlConfig {
     fn default() -> Self {
         DlConfig {
             warmup_epochs: 5,
+            meta_augment: None,
             bins: None,
             meta_lr: 3e-3,
             no_label_corrector: false,
@@ -262,6 +267,11 @@ impl TrainConfig {
             (Method::Dl, LrSchedule::Epoch) => self.dl.warmup_epochs,
             _ => self.lr_warmup_epochs,
         }
+    }
+
+    /// The meta batch's view in effect: `dl.meta_augment` if set, else the training view.
+    pub fn meta_view(&self) -> View {
+        self.dl.meta_augment.unwrap_or(self.augment)
     }
 
     /// One line saying what a run trains, on what, and where it runs.

@@ -361,7 +361,7 @@ impl DynamicLoss {
             env.data.train.clone(),
             Self::meta_order(cfg.seed, &split.meta, iters, mb, epoch),
             mb,
-            cfg.augment,
+            cfg.meta_view(),
             env.data.mean.clone(),
             env.data.std.clone(),
             cfg.seed ^ 0x3E7A,
