@@ -1,7 +1,11 @@
 //! dynloss-wgpu: robust training on long-tailed, mislabelled image data with the Dynamic Loss
 //! method, on any GPU wgpu can drive, with hand-written WGSL kernels.
 //!
-//! Data flows one way: `gpu` (device, buffers, kernels) <- `tensor` (shapes and op launches).
+//! Dependencies point one way (no module uses one that uses it): `gpu` (device, buffers,
+//! kernels) <- `tensor` (shapes and op launches) <- `autograd` <- `nn`, `optim` <- `dynloss`
+//! (the method's algorithm) <- `train` (the loop, the methods, checkpoints); `report` (files,
+//! plots) <- `data` (files to host batches) <- `dynloss`, `train`; `bench` and `probe` measure
+//! the layers below `train`.
 
 pub mod autograd;
 pub mod bench;
@@ -13,6 +17,7 @@ pub mod gpu;
 pub mod nn;
 pub mod optim;
 pub mod probe;
+pub mod random;
 pub mod report;
 pub mod tensor;
 pub mod train;

@@ -92,7 +92,7 @@ pub fn compile_times(gpu: &Gpu) -> Result<CompileTimes> {
 
     let (batch, classes, input) = (32, 10, [3, 12, 12]);
     let model = resnet_cifar(8, input, classes).expect("8 is a CIFAR ResNet depth");
-    let w = init_params(gpu, &model, 0)?;
+    let w = init_params(gpu, &model, &mut crate::random::seeded(0))?;
     let running = model.new_running_stats(gpu);
     let mut sgd = Sgd::new(&w, 0.9, 5e-4);
     let n = batch * input.iter().product::<usize>();

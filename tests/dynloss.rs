@@ -64,7 +64,7 @@ fn hierarchical_sampling_gives_a_balanced_disjoint_fresh_meta_set() {
     let n_min = 60;
     let mut seen = Vec::new();
     for epoch in 0..3u64 {
-        let mut rng = dynloss_wgpu::data::rng_for(1, &[epoch]);
+        let mut rng = dynloss_wgpu::random::seeded(100 + epoch);
         let split = hierarchical_split(&ranking, false, &mut rng);
         let total: usize = ranking.by_class.iter().map(|c| c.len()).sum();
         assert_eq!(split.meta.len() + split.train.len(), total);
@@ -89,7 +89,7 @@ fn hierarchical_sampling_gives_a_balanced_disjoint_fresh_meta_set() {
         "a fresh meta set every epoch"
     );
     // Naive sampling takes the lowest-loss samples of the whole class, the same every time.
-    let mut rng = dynloss_wgpu::data::rng_for(2, &[0]);
+    let mut rng = dynloss_wgpu::random::seeded(2);
     let naive = hierarchical_split(&ranking, true, &mut rng);
     let want: Vec<usize> = ranking
         .by_class
@@ -99,7 +99,7 @@ fn hierarchical_sampling_gives_a_balanced_disjoint_fresh_meta_set() {
     assert_eq!(naive.meta, want);
     // A class with fewer than 4 samples still contributes one.
     let tiny = toy_ranking(&[50, 3]);
-    let mut rng = dynloss_wgpu::data::rng_for(3, &[0]);
+    let mut rng = dynloss_wgpu::random::seeded(3);
     let split = hierarchical_split(&tiny, false, &mut rng);
     assert_eq!(split.meta.iter().filter(|&&i| i >= 50).count(), 1);
 }
@@ -150,6 +150,7 @@ fn corrector_keeps_trusting_clean_balanced_labels_and_runs_reproduce() {
         stop_after: Some(2),
         progress: Some(false),
         verbose: false,
+        stop: None,
     };
     train::train(&g, &cfg, &opts).unwrap();
     // Resume for the last epoch: the meta net and its Adam state come back from the checkpoint.
@@ -222,6 +223,7 @@ fn corrector_keeps_trusting_clean_balanced_labels_and_runs_reproduce() {
         stop_after: None,
         progress: Some(false),
         verbose: false,
+        stop: None,
     };
     train::train(&g, &cfg, &opts).unwrap();
     let s = read_metrics(&straight.join("metrics.jsonl")).unwrap();
@@ -418,7 +420,7 @@ fn the_real_step_adds_the_running_average_of_the_margins() {
         // The last iteration has meta updates off (as after --meta-stop).
         let meta_active = it < 3;
         let step = dl
-            .meta_iteration(&mut clf, &up, [it, 100 + it], meta_active, 0)
+            .meta_iteration(&mut clf, &up, [it, 100 + it], meta_active)
             .unwrap();
         assert_eq!(step.meta_loss.is_some(), meta_active);
         let latest = f64s(&dl.meta_margins().unwrap().unwrap());

@@ -15,6 +15,8 @@
 
 mod common;
 
+use dynloss_wgpu::random::seeded;
+
 use common::{Rng, gpu};
 use dynloss_wgpu::Tensor;
 use dynloss_wgpu::autograd::{self as ag, Var};
@@ -205,7 +207,7 @@ fn first_meta_steps(vector: bool) {
     // The spec's meta net, its corrector unsaturated (last bias, or vector, 1: g near 0.73,
     // where g (1 - g) passes the meta gradient on; after the real warm-up fit it is ~1e-5).
     let meta = MetaNet::new(BINS, CLASSES, vector);
-    let theta = meta.init(&g, 5).unwrap();
+    let theta = meta.init(&g, &mut seeded(5)).unwrap();
     if vector {
         theta[0].write_f32(&[1.0; BINS]).unwrap();
     } else {

@@ -44,6 +44,8 @@
 
 mod common;
 
+use dynloss_wgpu::random::seeded;
+
 use common::reference::hidden_pre_activations;
 use common::{Rng, gpu};
 use dynloss_wgpu::Gpu;
@@ -190,7 +192,7 @@ impl Setup {
     fn new(model: Model, variant: Variant, seed: u64) -> Setup {
         let gpu = gpu();
         let mut rng = Rng::new(seed);
-        let mut w = init_params(&gpu, &model, seed).unwrap();
+        let mut w = init_params(&gpu, &model, &mut seeded(seed)).unwrap();
         // The head at the scale of a trained one, not its initial N(0, 0.01) (the zoo's):
         // every gradient reaching the earlier layers passes through it twice, and at 0.01
         // their part of the meta gradient would sink below f32 rounding.
@@ -204,7 +206,7 @@ impl Setup {
         let running = model.new_running_stats(&gpu);
         let meta = MetaNet::new(BINS, CLASSES, variant.vector);
         let mut theta0: Vec<Vec<f32>> = meta
-            .init(&gpu, seed + 1)
+            .init(&gpu, &mut seeded(seed + 1))
             .unwrap()
             .iter()
             .map(|t| t.to_f32_vec().unwrap())

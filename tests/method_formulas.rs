@@ -6,6 +6,8 @@
 
 mod common;
 
+use dynloss_wgpu::random::seeded;
+
 use common::reference::{self as cpu, HIDDEN};
 use common::{Rng, gpu};
 use dynloss_wgpu::Tensor;
@@ -71,7 +73,7 @@ fn meta_net_initialisation_follows_the_spec() {
     assert_eq!(meta.split, 7);
     assert_eq!((CORRECTOR_BIAS, GENERATOR_BIAS), (3.98, 1.0));
 
-    let theta = meta.init(&g, 11).unwrap();
+    let theta = meta.init(&g, &mut seeded(11)).unwrap();
     let values = host(&theta);
     for (p, v) in meta.params.iter().zip(&values) {
         let n = p.name.as_str();
@@ -140,7 +142,7 @@ fn meta_net_initialisation_follows_the_spec() {
     }
     // The vector ablation: one value per bin and per class, at the same starting points.
     let vec_meta = MetaNet::new(bins, classes, true);
-    let vt = host(&vec_meta.init(&g, 1).unwrap());
+    let vt = host(&vec_meta.init(&g, &mut seeded(1)).unwrap());
     assert_eq!(vt[0], vec![3.98; bins]);
     assert_eq!(vt[1], vec![1.0; classes]);
 }
@@ -596,10 +598,10 @@ fn meta_loss_is_the_loss_after_a_real_sgd_step() {
         ]),
     };
     let model = build(&spec, [3, 6, 6], classes).unwrap();
-    let w = init_params(&g, &model, 3).unwrap();
+    let w = init_params(&g, &model, &mut seeded(3)).unwrap();
     let running = model.new_running_stats(&g);
     let meta = MetaNet::new(bins, classes, false);
-    let theta = meta.init(&g, 4).unwrap();
+    let theta = meta.init(&g, &mut seeded(4)).unwrap();
     let values = host(&theta);
     let x = Tensor::from_f32(&g, &[b, 3, 6, 6], &rng.vec(b * 108)).unwrap();
     let lab_v = rng.labels(b, classes as u32);

@@ -3,6 +3,8 @@
 
 mod common;
 
+use dynloss_wgpu::random::seeded;
+
 use common::{Rng, gpu};
 use dynloss_wgpu::Tensor;
 use dynloss_wgpu::autograd::{self as ag, Var};
@@ -37,7 +39,7 @@ fn every_builtin_model_runs_forward_and_backward_on_small_inputs() {
         }
         for input in [[3, 32, 32], [1, 28, 28]] {
             let m = build_named(name, input, 10).unwrap();
-            let w = init_params(&g, &m, 0).unwrap();
+            let w = init_params(&g, &m, &mut seeded(0)).unwrap();
             let running = m.new_running_stats(&g);
             let p: Vec<Var> = w.iter().map(|t| Var::leaf(t.clone(), true)).collect();
             let x = Tensor::from_f32(

@@ -80,7 +80,7 @@ impl StepRig {
     fn new(gpu: &Gpu, cfg: &StepBench) -> Result<StepRig> {
         let model = resnet_cifar(cfg.depth, cfg.input, cfg.classes)
             .ok_or_else(|| Error::Config(format!("no ResNet of depth {}", cfg.depth)))?;
-        let w = init_params(gpu, &model, 0)?;
+        let w = init_params(gpu, &model, &mut crate::random::seeded(0))?;
         let running = model.new_running_stats(gpu);
         let sgd = Sgd::new(&w, 0.9, 5e-4);
         let [c, h, wd] = cfg.input;
@@ -102,7 +102,7 @@ impl StepRig {
             )
         };
         let meta = MetaNet::new(100, cfg.classes, false);
-        let theta = meta.init(gpu, 1)?;
+        let theta = meta.init(gpu, &mut crate::random::seeded(1))?;
         let adam = Adam::new(&theta, 3e-3, 0.0);
         Ok(StepRig {
             model,

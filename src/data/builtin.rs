@@ -13,7 +13,8 @@ use std::f32::consts::{PI, TAU};
 
 use rand::{Rng, RngExt};
 
-use super::{Dataset, rng_for, stream};
+use super::Dataset;
+use crate::random::Streams;
 
 /// Native side of the built-in images.
 pub const SIDE: usize = 32;
@@ -57,7 +58,7 @@ pub fn generate_split(seed: u64, side: usize, n: usize, split: u64) -> Dataset {
             s.spawn(move || {
                 for (j, img) in dst.chunks_exact_mut(per).enumerate() {
                     let i = t * chunk + j;
-                    let mut rng = rng_for(seed, &[stream::BUILTIN, split, i as u64]);
+                    let mut rng = Streams(seed).builtin_image(split, i as u64);
                     render((i % CLASSES) as u32, side, &mut rng, img);
                 }
             });

@@ -3,8 +3,9 @@
 
 use rand::RngExt;
 
-use super::{count_labels, rng_for, stream};
+use super::count_labels;
 use crate::error::{Error, Result};
+use crate::random::Streams;
 
 /// Samples each class keeps under imbalance ratio `rho`.
 ///
@@ -80,7 +81,7 @@ pub fn long_tail_indices(
             v.push(i);
         }
     }
-    let mut rng = rng_for(seed, &[stream::LONG_TAIL]);
+    let mut rng = Streams(seed).long_tail();
     let mut out = Vec::with_capacity(keep.iter().sum());
     for (c, idx) in per_class.iter_mut().enumerate() {
         shuffle(idx, &mut rng);

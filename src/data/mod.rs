@@ -2,7 +2,7 @@
 //! set), the long-tailed noisy training-set construction of the spec, and augmented views
 //! prepared by a background loader.
 //!
-//! Everything random here is drawn from seeded streams ([`rng_for`]) keyed by purpose, so a
+//! Everything random here is drawn from the run's named streams ([`crate::random`]), so a
 //! data set, its long tail, its noise and every augmented batch are reproducible from the
 //! seed alone, whatever the thread count.
 
@@ -18,9 +18,6 @@ pub mod report;
 pub mod views;
 
 use std::path::{Path, PathBuf};
-
-use rand::SeedableRng;
-use rand::rngs::Xoshiro256PlusPlus;
 
 pub use noise::NoiseType;
 pub use views::{Batch, Loader, View};
@@ -457,36 +454,6 @@ pub fn count_labels(labels: &[u32], classes: usize) -> Vec<usize> {
         }
     }
     counts
-}
-
-/// SplitMix64 finaliser: spreads nearby seeds (0, 1, 2, ...) over the whole state space.
-pub fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// A random stream for one purpose: `seed` mixed with each key in turn, so streams for
-/// different purposes, epochs or samples are independent and need no shared state.
-pub fn rng_for(seed: u64, keys: &[u64]) -> Xoshiro256PlusPlus {
-    let mut s = mix64(seed);
-    for &k in keys {
-        s = mix64(s ^ k);
-    }
-    Xoshiro256PlusPlus::seed_from_u64(s)
-}
-
-/// Stream keys: one constant per purpose so no two purposes share random numbers.
-pub(crate) mod stream {
-    /// Which samples the long tail keeps.
-    pub const LONG_TAIL: u64 = 0x4c4f_4e47_5441_494c;
-    /// Label noise draws.
-    pub const NOISE: u64 = 0x4e4f_4953_4520_2020;
-    /// Generated images of the built-in set.
-    pub const BUILTIN: u64 = 0x4255_494c_5449_4e20;
-    /// Augmentations of the strong view.
-    pub const AUGMENT: u64 = 0x4155_474d_454e_5420;
 }
 
 /// Maps an I/O error on `path` into the crate error.

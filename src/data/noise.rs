@@ -2,9 +2,10 @@
 
 use rand::RngExt;
 
-use super::{count_labels, rng_for, stream};
+use super::count_labels;
 use crate::choice::Choice;
 use crate::error::{Error, Result};
+use crate::random::Streams;
 
 /// Which noise model corrupts the training labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,7 +85,7 @@ pub fn lt_noise(true_labels: &[u32], classes: usize, lambda: f64, seed: u64) -> 
         acc += n as f64 / total;
         cum.push(acc);
     }
-    let mut rng = rng_for(seed, &[stream::NOISE, 0]);
+    let mut rng = Streams(seed).noise(0);
     true_labels
         .iter()
         .map(|&y| {
@@ -103,7 +104,7 @@ pub fn lt_noise(true_labels: &[u32], classes: usize, lambda: f64, seed: u64) -> 
 
 /// Symmetric noise: with probability lambda a uniformly random class.
 pub fn sym_noise(true_labels: &[u32], classes: usize, lambda: f64, seed: u64) -> Vec<u32> {
-    let mut rng = rng_for(seed, &[stream::NOISE, 1]);
+    let mut rng = Streams(seed).noise(1);
     true_labels
         .iter()
         .map(|&y| {
@@ -117,7 +118,7 @@ pub fn sym_noise(true_labels: &[u32], classes: usize, lambda: f64, seed: u64) ->
 /// Asymmetric CIFAR-10 noise: each mapped class flips to its partner with probability lambda;
 /// the other five classes are never touched.
 pub fn asym_noise(true_labels: &[u32], lambda: f64, seed: u64) -> Vec<u32> {
-    let mut rng = rng_for(seed, &[stream::NOISE, 2]);
+    let mut rng = Streams(seed).noise(2);
     true_labels
         .iter()
         .map(|&y| {

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
+use super::Dataset;
 use super::augment::{auto_augment, cutout, pad_crop_flip};
-use super::{Dataset, rng_for, stream};
 use crate::choice::Choice;
 use crate::error::{Error, Result};
+use crate::random::augmentation;
 
 /// Which augmentation a batch gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,7 +91,7 @@ pub fn prepare_sample(
     match view {
         View::Weak => normalise(ds.image(idx), out),
         View::Standard | View::Strong => {
-            let mut rng = rng_for(seed, &[stream::AUGMENT, epoch, pos]);
+            let mut rng = augmentation(seed, epoch, pos);
             let mut img = vec![0u8; c * plane];
             pad_crop_flip(ds.image(idx), c, h, w, crop_pad(h), &mut rng, &mut img);
             if view == View::Strong {
@@ -261,13 +262,6 @@ impl Loader {
         self
     }
 
-    /// Batches each worker may prepare ahead (default 2).
-    pub fn with_prefetch(mut self, prefetch: usize) -> Self {
-        self.rewind();
-        self.prefetch = prefetch.max(1);
-        self
-    }
-
     /// Number of batches this loader yields in total.
     pub fn num_batches(&self) -> usize {
         let p = &self.plan;
@@ -336,10 +330,10 @@ impl Iterator for Loader {
             }
             Err(_) => {
                 // The worker ended without sending: it panicked. Surface that panic here.
-                if let Some(h) = running.handles[k].take() {
-                    if let Err(panic) = h.join() {
-                        std::panic::resume_unwind(panic);
-                    }
+                if let Some(h) = running.handles[k].take()
+                    && let Err(panic) = h.join()
+                {
+                    std::panic::resume_unwind(panic);
                 }
                 None
             }

@@ -103,11 +103,10 @@ impl MetaNet {
     }
 
     /// Freshly initialised parameters.
-    pub fn init(&self, gpu: &Gpu, seed: u64) -> Result<Vec<Tensor>> {
-        let mut rng = init::seeded(seed);
+    pub fn init(&self, gpu: &Gpu, rng: &mut crate::random::Rng) -> Result<Vec<Tensor>> {
         self.params
             .iter()
-            .map(|p| Tensor::from_f32(gpu, &p.shape, &init::init_values(p, &mut rng)))
+            .map(|p| Tensor::from_f32(gpu, &p.shape, &init::init_values(p, rng)))
             .collect()
     }
 

@@ -143,8 +143,8 @@ pub fn pseudo_labels(logits: &Tensor, mode: Pseudo) -> Result<Tensor> {
 /// The class each row of row-major `logits` [B, classes] draws in a hard Gumbel-softmax
 /// sample (tau 1): argmax(logits + Gumbel noise), the noise drawn from `seed`.
 pub fn gumbel_argmax(logits: &[f32], classes: usize, seed: u64) -> Vec<usize> {
-    use rand::{RngExt, SeedableRng};
-    let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
+    use rand::RngExt;
+    let mut rng = crate::random::seeded(seed);
     logits
         .chunks(classes)
         .map(|row| {

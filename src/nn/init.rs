@@ -1,20 +1,15 @@
 //! Parameter initialisation, deterministic by seed.
 
-use rand::rngs::Xoshiro256PlusPlus;
-use rand::{RngExt, SeedableRng};
+use rand::RngExt;
 
 use super::{Init, Model, ParamInfo};
 use crate::error::Result;
 use crate::gpu::Gpu;
+use crate::random::Rng;
 use crate::tensor::Tensor;
 
-/// A seeded generator with a stable, documented algorithm (xoshiro256++).
-pub fn seeded(seed: u64) -> Xoshiro256PlusPlus {
-    Xoshiro256PlusPlus::seed_from_u64(seed)
-}
-
 /// A standard normal sample (Box-Muller).
-pub fn normal(rng: &mut Xoshiro256PlusPlus) -> f32 {
+pub fn normal(rng: &mut Rng) -> f32 {
     let u1: f64 = rng.random::<f64>().max(1e-300);
     let u2: f64 = rng.random::<f64>();
     ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
@@ -33,7 +28,7 @@ pub fn fans(shape: &[usize]) -> (usize, usize) {
 }
 
 /// Host values for one parameter.
-pub fn init_values(p: &ParamInfo, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> {
+pub fn init_values(p: &ParamInfo, rng: &mut Rng) -> Vec<f32> {
     let n: usize = p.shape.iter().product();
     let (fan_in, fan_out) = fans(&p.shape);
     match p.init {
@@ -56,12 +51,11 @@ pub fn init_values(p: &ParamInfo, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> {
     }
 }
 
-/// Freshly initialised parameter tensors for `model`.
-pub fn init_params(gpu: &Gpu, model: &Model, seed: u64) -> Result<Vec<Tensor>> {
-    let mut rng = seeded(seed);
+/// Freshly initialised parameter tensors for `model`, drawn from `rng`.
+pub fn init_params(gpu: &Gpu, model: &Model, rng: &mut Rng) -> Result<Vec<Tensor>> {
     model
         .params
         .iter()
-        .map(|p| Tensor::from_f32(gpu, &p.shape, &init_values(p, &mut rng)))
+        .map(|p| Tensor::from_f32(gpu, &p.shape, &init_values(p, rng)))
         .collect()
 }

@@ -7,8 +7,8 @@ use crate::gpu::Gpu;
 use crate::tensor::Tensor;
 
 use super::classifier::Classifier;
-use super::data::epoch_order;
 use super::method::{EpochEnv, EpochStats, TrainingMethod};
+use crate::random::ViewRole;
 
 /// log(class count) per class: the Balanced Softmax margins.
 pub fn log_counts(gpu: &Gpu, labels: &[u32], classes: usize) -> Result<Tensor> {
@@ -46,14 +46,16 @@ impl Baseline {
 
 impl TrainingMethod for Baseline {
     fn epoch(&mut self, env: &EpochEnv, clf: &mut Classifier, epoch: usize) -> Result<EpochStats> {
-        let order = epoch_order(env.data.train.len(), env.cfg.seed, epoch);
-        let loader = env.data.loader(order, env.cfg.augment, epoch, 1)?;
+        let order = env.data.shuffle(env.data.train.len(), epoch);
+        let loader = env
+            .data
+            .loader(order, env.cfg.augment, ViewRole::Train, epoch)?;
         let mut st = EpochStats::default();
         for batch in loader {
             let (x, labels) = env.data.upload(env.gpu, &batch.x, &batch.labels)?;
             let out = clf.step(&x, |logits| self.loss(logits, &labels))?;
             st.record(out.loss, &out.logits, &batch.labels)?;
-            env.tick(|| format!("loss {:.3} acc {:.1}%", st.mean_loss(), st.accuracy()));
+            env.tick(|| format!("loss {:.3} acc {:.1}%", st.mean_loss(), st.accuracy()))?;
         }
         Ok(st)
     }

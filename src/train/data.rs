@@ -7,6 +7,7 @@ use crate::data::views::{Loader, View};
 use crate::data::{Dataset, TrainSet};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::random::{Streams, ViewRole};
 use crate::tensor::Tensor;
 
 use super::config::TrainConfig;
@@ -56,32 +57,45 @@ impl TrainData {
         (self.train.len() / self.batch_size).max(1)
     }
 
-    /// A loader over `order` of the training set with `view` for epoch `epoch`; `salt`
-    /// separates the augmentation streams of loaders that share an epoch. The last partial
-    /// batch is dropped unless it is the only one.
-    pub fn loader(&self, order: Vec<usize>, view: View, epoch: usize, salt: u64) -> Result<Loader> {
-        let drop_last = order.len() >= self.batch_size;
+    /// A loader over `order` of the training set with `view` for epoch `epoch`, in batches of
+    /// the run's size, its augmentations drawn from `role`'s stream. The last partial batch
+    /// is dropped unless it is the only one.
+    pub fn loader(
+        &self,
+        order: Vec<usize>,
+        view: View,
+        role: ViewRole,
+        epoch: usize,
+    ) -> Result<Loader> {
+        self.loader_in(order, view, role, epoch, self.batch_size)
+    }
+
+    /// [`Self::loader`] in batches of `batch` (the Dynamic Loss's meta batches).
+    pub fn loader_in(
+        &self,
+        order: Vec<usize>,
+        view: View,
+        role: ViewRole,
+        epoch: usize,
+        batch: usize,
+    ) -> Result<Loader> {
+        let drop_last = order.len() >= batch;
         Ok(Loader::new(
             self.train.clone(),
             order,
-            self.batch_size,
+            batch,
             view,
             self.mean.clone(),
             self.std.clone(),
-            self.seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            Streams(self.seed).loader(role),
         )?
         .with_epoch(epoch as u64)
         .with_drop_last(drop_last)
         .with_workers(self.workers))
     }
 
-    /// A loader over `order` of `ds`, weak view, in prediction batches.
-    pub fn predict_loader(
-        &self,
-        ds: &Arc<Dataset>,
-        order: Vec<usize>,
-        salt: u64,
-    ) -> Result<Loader> {
+    /// A loader over `order` of `ds`, weak view (nothing random), in prediction batches.
+    pub fn predict_loader(&self, ds: &Arc<Dataset>, order: Vec<usize>) -> Result<Loader> {
         Ok(Loader::new(
             ds.clone(),
             order,
@@ -89,9 +103,14 @@ impl TrainData {
             View::Weak,
             self.mean.clone(),
             self.std.clone(),
-            salt,
+            0,
         )?
         .with_workers(self.workers))
+    }
+
+    /// The order of the training samples in epoch `epoch`.
+    pub fn shuffle(&self, n: usize, epoch: usize) -> Vec<usize> {
+        Streams(self.seed).shuffle(n, epoch)
     }
 
     /// Uploads a prepared batch: images [B, C, H, W] and labels [B].
@@ -105,37 +124,12 @@ impl TrainData {
     }
 }
 
-/// A seeded permutation of 0..n for epoch `epoch`.
-pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    use rand::{RngExt, SeedableRng};
-    let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(
-        seed.wrapping_mul(0x2545_F491_4F6C_DD1D)
-            ^ (epoch as u64)
-                .wrapping_add(1)
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-    );
-    let mut v: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = rng.random_range(0..=i);
-        v.swap(i, j);
-    }
-    v
-}
-
-/// A seeded random subset of k of n indices, in increasing order (class mix kept on average).
-fn subset_indices(n: usize, k: usize, seed: u64) -> Vec<usize> {
-    let mut idx = epoch_order(n, seed ^ 0x5B5E7, usize::MAX);
-    idx.truncate(k);
-    idx.sort_unstable();
-    idx
-}
-
 /// A random subset of k samples of the training set.
 fn limit_train_set(ts: TrainSet, limit: Option<usize>, seed: u64) -> TrainSet {
     let n = ts.data.len();
     match limit {
         Some(k) if k < n => {
-            let idx = subset_indices(n, k, seed);
+            let idx = Streams(seed).train_subset(n, k);
             TrainSet {
                 data: ts.data.subset(&idx),
                 true_labels: idx.iter().map(|&i| ts.true_labels[i]).collect(),
@@ -150,7 +144,7 @@ fn limit_train_set(ts: TrainSet, limit: Option<usize>, seed: u64) -> TrainSet {
 pub fn load_sets(cfg: &TrainConfig) -> Result<(TrainSet, Dataset)> {
     let (ts, test) = crate::data::load(&cfg.data_config())?;
     let test = match cfg.test_limit {
-        Some(k) if k < test.len() => test.subset(&subset_indices(test.len(), k, cfg.seed ^ 1)),
+        Some(k) if k < test.len() => test.subset(&Streams(cfg.seed).test_subset(test.len(), k)),
         _ => test,
     };
     let ts = limit_train_set(ts, cfg.train_limit, cfg.seed);

@@ -88,7 +88,7 @@ pub fn training_logits(
     let train = &data.train;
     let clf = classifier_for(gpu, path, ck, train)?;
     let n = train.len();
-    clf.predict(data.predict_loader(train, (0..n).collect(), 7)?)
+    clf.predict(data.predict_loader(train, (0..n).collect())?)
 }
 
 /// What `--relabel-from` changed.
