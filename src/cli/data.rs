@@ -13,46 +13,53 @@ use dynloss_wgpu::data::{
 
 use super::choice;
 
-/// Flags choosing and shaping the data (shared by `eval`, `data stats` and `data preview`);
-/// their defaults are [`DataConfig::default`]'s.
-#[derive(Args, Clone, Debug, PartialEq)]
+/// Flags choosing and shaping the data, declared once for every command that reads a data
+/// set (`train`, `eval`, `data stats`, `data preview`); each unset flag keeps the value of
+/// the base it is applied to (the defaults, a config file, or a run's own settings).
+#[derive(Args, Clone, Debug, Default, PartialEq)]
 pub struct DataFlags {
-    /// Data set to use.
-    #[arg(long, value_parser = choice::<DatasetKind>(), default_value_t = DataConfig::default().dataset)]
-    pub dataset: DatasetKind,
+    /// Data set
+    #[arg(long, value_parser = choice::<DatasetKind>())]
+    pub dataset: Option<DatasetKind>,
     /// Folder holding the data set's files [default: data; Fashion-MNIST also looks in
-    /// /usr/share/datasets/fashion-mnist].
+    /// /usr/share/datasets/fashion-mnist]
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Long-tail imbalance ratio rho (largest / smallest class); 1 keeps the set balanced.
-    #[arg(long, default_value_t = DataConfig::default().imbalance)]
-    pub imbalance: f64,
-    /// Label-noise rate lambda in [0, 1].
-    #[arg(long, default_value_t = DataConfig::default().noise)]
-    pub noise: f64,
-    /// Noise model: lt (the paper's long-tail noise), sym (uniform), asym (CIFAR-10 flips).
-    #[arg(long, value_parser = choice::<NoiseType>(), default_value_t = DataConfig::default().noise_type)]
-    pub noise_type: NoiseType,
-    /// Seed of the long tail, the noise and the built-in images.
-    #[arg(long, default_value_t = DataConfig::default().seed)]
-    pub seed: u64,
-    /// Resize images to this side in pixels [default: native; 32 for folder and list].
+    /// Long-tail imbalance ratio rho (largest / smallest class); 1 keeps the set balanced
+    #[arg(long, allow_negative_numbers = true)]
+    pub imbalance: Option<f64>,
+    /// Label-noise rate lambda in [0, 1]
+    #[arg(long, allow_negative_numbers = true)]
+    pub noise: Option<f64>,
+    /// Noise model: lt (the paper's long-tail noise), sym (uniform), asym (CIFAR-10 flips)
+    #[arg(long, value_parser = choice::<NoiseType>())]
+    pub noise_type: Option<NoiseType>,
+    /// Seed of everything random (the long tail, the noise, the built-in images; in training
+    /// also the initial weights, the order and the augmentations)
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Resize images to this side in pixels [default: native; 32 for folder and list]
     #[arg(long)]
     pub image_size: Option<usize>,
 }
 
 impl DataFlags {
-    /// The data configuration these flags describe, validated.
+    /// `base` with the flags that were given applied.
+    pub fn over(&self, base: DataConfig) -> DataConfig {
+        DataConfig {
+            dataset: self.dataset.unwrap_or(base.dataset),
+            data_dir: self.data_dir.clone().or(base.data_dir),
+            imbalance: self.imbalance.unwrap_or(base.imbalance),
+            noise: self.noise.unwrap_or(base.noise),
+            noise_type: self.noise_type.unwrap_or(base.noise_type),
+            seed: self.seed.unwrap_or(base.seed),
+            image_size: self.image_size.or(base.image_size),
+        }
+    }
+
+    /// The data configuration of the flags over the library's defaults, validated.
     pub fn to_config(&self) -> Result<DataConfig> {
-        let cfg = DataConfig {
-            dataset: self.dataset,
-            data_dir: self.data_dir.clone(),
-            imbalance: self.imbalance,
-            noise: self.noise,
-            noise_type: self.noise_type,
-            seed: self.seed,
-            image_size: self.image_size,
-        };
+        let cfg = self.over(DataConfig::default());
         check_config(&cfg)?;
         Ok(cfg)
     }
@@ -219,7 +226,7 @@ mod tests {
         assert!(Cli::try_parse_from(["x", "stats", "--noise-type", "pair"]).is_err());
         // Validation happens in the library and names the setting.
         let flags = DataFlags {
-            imbalance: 0.5,
+            imbalance: Some(0.5),
             ..flags
         };
         assert!(

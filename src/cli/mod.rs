@@ -99,9 +99,15 @@ fn choice<T: Choice + Send + Sync>() -> impl TypedValueParser<Value = T> {
         .map(|s| T::from_name(&s).expect("clap only passes listed names"))
 }
 
-/// The full command, with the library's defaults written into `train --help`.
+/// The full command, with the library's defaults written into the help of `train` and of
+/// the `data` commands.
 pub fn command() -> clap::Command {
-    Cli::command().mut_subcommand("train", train::with_defaults)
+    Cli::command()
+        .mut_subcommand("train", train::with_defaults)
+        .mut_subcommand("data", |data| {
+            data.mut_subcommand("stats", train::with_defaults)
+                .mut_subcommand("preview", train::with_defaults)
+        })
 }
 
 /// Parses the process arguments (exits with clap's message on bad flags).
@@ -279,10 +285,12 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The exit code for an error: 2 when no usable GPU was found, 1 otherwise.
+/// The exit code for an error: 2 when no usable GPU was found, 130 when interrupted (as a
+/// shell reports Ctrl-C), 1 otherwise.
 pub fn exit_code(e: &Error) -> u8 {
     match e {
         Error::NoAdapter { .. } | Error::AdapterTooSmall { .. } => 2,
+        Error::Interrupted { .. } => 130,
         _ => 1,
     }
 }

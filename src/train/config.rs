@@ -290,6 +290,20 @@ impl TrainConfig {
         )
     }
 
+    /// These settings with the data-loading part replaced by `d`.
+    pub fn with_data(self, d: DataConfig) -> TrainConfig {
+        TrainConfig {
+            dataset: d.dataset,
+            data_dir: d.data_dir,
+            imbalance: d.imbalance,
+            noise: d.noise,
+            noise_type: d.noise_type,
+            seed: d.seed,
+            image_size: d.image_size,
+            ..self
+        }
+    }
+
     /// The data-loading part.
     pub fn data_config(&self) -> DataConfig {
         DataConfig {
