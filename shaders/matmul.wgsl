@@ -2,9 +2,10 @@
 //
 // Dispatch geometry: workgroups of 16x16 invocations; each invocation owns an 8x8 block of C,
 // so one workgroup covers a 128x128 tile: grid = (ceil(N/128), ceil(M/128), batch).
-// Operands are read straight from storage (no shared-memory tiling: on CPU drivers such as
-// lavapipe the workgroup barrier costs more than the reuse saves); rows and columns past the
-// edge are clamped for loading and masked at the store, so any M, N, K >= 1 works.
+// `main` reads operands straight from storage (on CPU drivers such as lavapipe a workgroup
+// barrier costs more than shared-memory reuse saves); `tiled`, below, stages tiles in
+// workgroup memory for GPUs. Rows and columns past the edge are clamped for loading and masked
+// at the store, so any M, N, K >= 1 works.
 // Specialisation (override constants): TRANS_A reads A as [K,M], TRANS_B reads B as [N,K],
 // ACCUMULATE adds into C instead of overwriting it. z indexes a batch of independent products
 // with element strides given in the parameters (0 for an operand shared by the whole batch).

@@ -1,5 +1,4 @@
-//! CIFAR-style ResNets (depth 6n+2: ResNet-8/14/20/32) with option-A shortcuts, and the tiny
-//! conv-BN-ReLU-pool-linear network the tests use.
+//! CIFAR-style ResNets (depth 6n+2: ResNet-8/14/20/32) with option-A shortcuts.
 
 use super::Model;
 use super::blocks::{Shortcut, add_stages, basic_block, conv_bn, empty, head};
@@ -23,14 +22,4 @@ pub fn resnet_cifar(depth: usize, input: [usize; 3], classes: usize) -> Option<M
     );
     head(&mut m, cout, 0.01);
     Some(m)
-}
-
-/// conv(3x3, `width`) - BN - ReLU - global average pool - linear: the smallest model with
-/// every layer kind the meta gradient must pass through.
-pub fn tiny_cnn(input: [usize; 3], width: usize, classes: usize) -> Model {
-    let mut m = empty("tiny", input, classes);
-    let body = conv_bn(&mut m, ("conv", "bn"), input[0], width, 3, 1, true);
-    m.program.extend(body);
-    head(&mut m, width, 0.1);
-    m
 }
