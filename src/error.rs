@@ -51,6 +51,55 @@ pub enum Error {
     /// A user-supplied setting is invalid.
     #[error("invalid setting: {0}")]
     Config(String),
+    /// Training produced a non-finite loss or state; nothing of the epoch was committed.
+    #[error("training diverged at epoch {epoch} step {step}: {reason}; {}", kept_note(*.committed))]
+    Diverged {
+        /// The epoch in progress (1-based).
+        epoch: usize,
+        /// The optimizer step count when it was noticed.
+        step: usize,
+        /// What became non-finite, with the last finite loss where known.
+        reason: String,
+        /// Epochs committed to the checkpoint before this one.
+        committed: usize,
+    },
+    /// The user stopped the run (Ctrl-C or SIGTERM); the epoch in progress was abandoned.
+    #[error("interrupted at epoch {epoch} step {step}; {}", resume_hint(.dir, *.committed))]
+    Interrupted {
+        /// The epoch in progress (1-based).
+        epoch: usize,
+        /// Steps taken in that epoch.
+        step: usize,
+        /// The run directory.
+        dir: PathBuf,
+        /// Epochs committed to the checkpoint.
+        committed: usize,
+    },
+    /// Another process holds the run directory.
+    #[error("{}: in use by another run (process {pid}); wait for it to end or choose another --out", .dir.display())]
+    RunInUse {
+        /// The run directory.
+        dir: PathBuf,
+        /// The process holding its lock, as written in the lock file.
+        pid: String,
+    },
+}
+
+fn kept_note(committed: usize) -> String {
+    match committed {
+        0 => "no epoch had been committed, so no checkpoint was written (lower --lr)".into(),
+        n => format!("the checkpoint of epoch {n} is kept (lower --lr before resuming it)"),
+    }
+}
+
+fn resume_hint(dir: &std::path::Path, committed: usize) -> String {
+    match committed {
+        0 => format!(
+            "no epoch had been committed in {}: start it again",
+            dir.display()
+        ),
+        _ => format!("resume with: dynloss-wgpu train --resume {}", dir.display()),
+    }
 }
 
 /// Short form of `Result<T, Error>`.

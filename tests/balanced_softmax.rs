@@ -157,6 +157,7 @@ fn balanced_softmax_runs_predict_the_tail_more_often_than_cross_entropy() {
             stop_after: None,
             progress: Some(false),
             verbose: false,
+            stop: None,
         };
         train::train(&g, &cfg, &opts).unwrap();
         let (_, test) = train::data::load_sets(&cfg).unwrap();

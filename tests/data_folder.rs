@@ -166,6 +166,15 @@ fn bad_input_gives_one_clear_error() {
     let msg = parse_list("a.jpg x\n", p).unwrap_err().to_string();
     assert!(msg.contains("line 1") && msg.contains("'x'"), "{msg}");
     assert!(parse_list("\n# only comments\n", p).is_err());
+    // An extra column is named as such, not read as a path `a.jpg 0` (issue: it failed later
+    // as a missing file).
+    let msg = parse_list("a.jpg 1\nimg/a.jpg 0 7\n", p)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("line 2") && msg.contains("3 fields") && msg.contains("'img/a.jpg 0 7'"),
+        "{msg}"
+    );
     assert_eq!(
         parse_list("dir/a b.jpg 3", p).unwrap(),
         vec![("dir/a b.jpg".to_string(), 3)]

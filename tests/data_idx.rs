@@ -159,9 +159,23 @@ fn bad_files_give_one_clear_error() {
     std::fs::write(&labels, bytes).unwrap();
     let msg = format_err_of(read_mnist(&tmp.0, true, false), &labels);
     assert!(
-        msg.contains("truncated") && msg.contains("need 20 data bytes, file has 17"),
+        msg.contains("truncated") && msg.contains("needs 20 data bytes, the file has 17"),
         "{msg}"
     );
+
+    // A damaged dimension-count byte (3 read as 2): the header's shape, not "trailing bytes".
+    write_mnist(&dir, 20, false);
+    let mut bytes = idx_bytes(&[20, 4, 4], &[0; 320]);
+    bytes[3] = 2;
+    std::fs::write(&images, bytes).unwrap();
+    let msg = format_err_of(read_mnist(&tmp.0, true, false), &images);
+    assert!(
+        msg.contains("header's shape [20, 4]")
+            && msg.contains("does not match the file size")
+            && msg.contains("needs 80 data bytes, the file has 324"),
+        "{msg}"
+    );
+    write_mnist(&dir, 20, false);
 
     // Label out of range.
     let mut l = vec![0u8; 20];

@@ -99,7 +99,10 @@ fn standard_view_is_a_padded_crop_and_flip_only() {
         strong_differs += usize::from(got != &strong.x[k * 3072..(k + 1) * 3072]);
     }
     // The crop and the flip are drawn: most of 24 samples move, some flip, some do not.
-    assert!(moved >= 18 && (4..=20).contains(&flipped), "{moved} moved, {flipped} flipped");
+    assert!(
+        moved >= 18 && (4..=20).contains(&flipped),
+        "{moved} moved, {flipped} flipped"
+    );
     // The strong view adds AutoAugment and Cutout on top (Cutout alone changes every sample).
     assert_eq!(strong_differs, idx.len());
     // And it is keyed like the strong view: the same seed, epoch and position repeat it.

@@ -40,6 +40,7 @@ fn meta_epochs_move_the_margins_towards_the_log_prior() {
         stop_after: None,
         progress: Some(false),
         verbose: false,
+        stop: None,
     };
     train::train(&g, &cfg, &opts).unwrap();
     let m = read_metrics(&out.join("metrics.jsonl")).unwrap();

@@ -1,4 +1,5 @@
-//! Elementwise maps, broadcasting, reductions and pooling against CPU references.
+//! Elementwise maps, broadcasting, reductions, finiteness counts and pooling against CPU
+//! references.
 
 mod common;
 
@@ -7,6 +8,7 @@ use dynloss_wgpu::Tensor;
 use dynloss_wgpu::tensor::elementwise::{
     Binary, Unary, binary, broadcast_shape, broadcast_to, fill, unary,
 };
+use dynloss_wgpu::tensor::finite::count_nonfinite;
 use dynloss_wgpu::tensor::pool::{
     global_avg_pool, global_avg_pool_backward, shortcut_a, shortcut_a_backward,
 };
@@ -469,4 +471,42 @@ fn max_pool_forward_backward_and_select() {
             .sum();
         assert!((lhs - rhs).abs() < 1e-4, "adjoint: {lhs} vs {rhs}");
     }
+}
+
+#[test]
+fn nonfinite_counts_match_the_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(31);
+    // Every kind of special value, including the largest finite, subnormals, negative zero
+    // and a NaN with a payload, which a `x != x` test compiled with fast math could miss.
+    let special = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::from_bits(0x7fc0_1234),
+        f32::from_bits(0xffc0_0001),
+        f32::MAX,
+        f32::MIN,
+        f32::MIN_POSITIVE / 4.0,
+        -0.0,
+        0.0,
+    ];
+    let mut tensors = Vec::new();
+    let mut want = Vec::new();
+    for (k, &n) in [1usize, 7, 255, 256, 257, 1000, 70_000].iter().enumerate() {
+        let mut v = rng.vec(n);
+        // Sprinkle specials at random positions; tensor 1 stays all finite.
+        if k != 1 {
+            for j in 0..(n / 50).max(1) {
+                let at = rng.below(n as u32) as usize;
+                v[at] = special[(j + k) % special.len()];
+            }
+        }
+        want.push(v.iter().filter(|x| !x.is_finite()).count() as u32);
+        tensors.push(Tensor::from_f32(&g, &[n], &v).unwrap());
+    }
+    let refs: Vec<&Tensor> = tensors.iter().collect();
+    assert_eq!(count_nonfinite(&refs).unwrap(), want);
+    assert!(want.iter().any(|&c| c > 1) && want[1] == 0);
+    assert!(count_nonfinite(&[]).unwrap().is_empty());
 }

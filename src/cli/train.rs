@@ -2,16 +2,18 @@
 //! run.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
 use dynloss_wgpu::Result;
 use dynloss_wgpu::data::DatasetKind;
-use dynloss_wgpu::data::noise::NoiseType;
 use dynloss_wgpu::data::views::View;
 use dynloss_wgpu::gpu::Gpu;
 use dynloss_wgpu::train::{self, LrSchedule, Method, RunOptions, TrainConfig};
 
 use super::choice;
+use super::data::DataFlags;
 
 /// Flags of `train`; each overrides `--config`, which overrides the defaults. A flag's field
 /// name is the config key it sets (`--batch-size` sets `batch_size`; Dynamic Loss flags set
@@ -24,24 +26,8 @@ pub struct TrainArgs {
     /// ce (cross-entropy), bs (Balanced Softmax) or dl (Dynamic Loss)
     #[arg(long, value_parser = choice::<Method>())]
     method: Option<Method>,
-    /// Data set
-    #[arg(long, value_parser = choice::<DatasetKind>())]
-    dataset: Option<DatasetKind>,
-    /// Folder with the data set's files [default: data]
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Long-tail imbalance ratio rho
-    #[arg(long, allow_negative_numbers = true)]
-    imbalance: Option<f64>,
-    /// Label-noise rate lambda
-    #[arg(long, allow_negative_numbers = true)]
-    noise: Option<f64>,
-    /// Noise model: lt (the paper's), sym or asym
-    #[arg(long, value_parser = choice::<NoiseType>())]
-    noise_type: Option<NoiseType>,
-    /// Resize images to this side [default: native; 32 for folders and lists]
-    #[arg(long)]
-    image_size: Option<usize>,
+    #[command(flatten)]
+    data: DataFlags,
     /// Model name (resnet8/14/20/32, preact_resnet18, resnet10, vgg19_bn) or TOML file
     #[arg(long)]
     model: Option<String>,
@@ -72,9 +58,6 @@ pub struct TrainArgs {
     /// flip, AutoAugment, Cutout; the authors'), standard (pad-crop, flip) or weak (normalise only)
     #[arg(long, value_parser = choice::<View>())]
     augment: Option<View>,
-    /// Seed of everything random
-    #[arg(long)]
-    seed: Option<u64>,
     /// Train on a random subset of this many samples [default: all]
     #[arg(long)]
     train_limit: Option<usize>,
@@ -208,8 +191,10 @@ fn apply_flags(a: &TrainArgs, base: TrainConfig) -> TrainConfig {
     macro_rules! switch {
         ($cfg:expr; $($field:ident),*) => { $( $cfg.$field |= a.$field; )* };
     }
-    set!(c; method, dataset, data_dir, imbalance, noise, noise_type, image_size, model, epochs);
-    set!(c; batch_size, lr, momentum, weight_decay, lr_warmup_epochs, augment, seed, workers);
+    let data = a.data.over(c.data_config());
+    c = c.with_data(data);
+    set!(c; method, model, epochs);
+    set!(c; batch_size, lr, momentum, weight_decay, lr_warmup_epochs, augment, workers);
     set!(c; train_limit, test_limit, lr_schedule, relabel_from, relabel_top);
     set!(c.dl; warmup_epochs, bins, meta_lr, meta_layers, corrector_target, margin_bound);
     set!(c.dl; meta_stop, margin_average, meta_augment);
@@ -265,10 +250,27 @@ fn default_out(c: &TrainConfig) -> PathBuf {
     p
 }
 
+/// A flag set by the first Ctrl-C or SIGTERM (the run then abandons its epoch and says how to
+/// resume); a second one ends the process at once.
+fn stop_on_signal() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nstopped at once");
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after the current step (again to stop at once)");
+    })
+    .map_err(|e| dynloss_wgpu::Error::Device(format!("cannot install the Ctrl-C handler: {e}")))?;
+    Ok(stop)
+}
+
 /// Resolves the settings, trains, and says where everything was written.
 pub fn run(gpu_flags: &super::GpuFlags, a: &TrainArgs) -> Result<()> {
     let (cfg, out, resume) = match &a.resume {
         Some(dir) => {
+            train::run_dir::check_resumable(dir)?;
             let saved = train::state::saved_config(&dir.join(train::state::CHECKPOINT))?;
             (apply_flags(a, saved), dir.clone(), true)
         }
@@ -289,6 +291,7 @@ pub fn run(gpu_flags: &super::GpuFlags, a: &TrainArgs) -> Result<()> {
         stop_after: a.stop_after,
         progress: if a.no_progress { Some(false) } else { None },
         verbose: true,
+        stop: Some(stop_on_signal()?),
     };
     let s = train::train(&gpu, &cfg, &opts)?;
     println!(

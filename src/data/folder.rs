@@ -263,6 +263,18 @@ pub fn parse_list(text: &str, path: &Path) -> Result<Vec<(String, u32)>> {
                 format!("line {}: expected '<path> <label>', got '{line}'", no + 1),
             ));
         };
+        // `a.jpg 0 7` is far more likely an extra column than a file named `a.jpg 0`.
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() > 2 && fields[fields.len() - 2].parse::<u32>().is_ok() {
+            return Err(format_err(
+                path,
+                format!(
+                    "line {}: {} fields in '{line}', expected '<path> <label>' (a path may hold spaces, but not end in ' <number>')",
+                    no + 1,
+                    fields.len()
+                ),
+            ));
+        }
         let label: u32 = label
             .parse()
             .ok()

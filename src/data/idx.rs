@@ -117,15 +117,20 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| format_err(path, format!("idx sizes {dims:?} overflow")))?;
     let have = bytes.len() - header;
-    if have != want {
-        let what = if have < want {
-            "truncated"
-        } else {
-            "trailing bytes"
-        };
+    if have < want {
         return Err(format_err(
             path,
-            format!("{what}: sizes {dims:?} need {want} data bytes, file has {have}"),
+            format!(
+                "truncated: the header's shape {dims:?} needs {want} data bytes, the file has {have}"
+            ),
+        ));
+    }
+    if have > want {
+        return Err(format_err(
+            path,
+            format!(
+                "the header's shape {dims:?} ({ndim} dimensions) does not match the file size: it needs {want} data bytes, the file has {have} (a damaged header, or bytes appended)"
+            ),
         ));
     }
     Ok(IdxArray {

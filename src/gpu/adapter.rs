@@ -170,6 +170,15 @@ pub fn select(req: &AdapterRequest) -> Result<wgpu::Adapter> {
         (type_rank(i.device_type), backend_rank(i.backend))
     });
     if let Some(a) = usable.into_iter().next() {
+        let info = a.get_info();
+        if info.backend == wgpu::Backend::Gl && backends.contains(wgpu::Backends::VULKAN) {
+            // Asked for any backend and Vulkan gave nothing usable: say so, since GL is
+            // slower and a missing Vulkan driver is usually an installation slip.
+            eprintln!(
+                "warning: no usable Vulkan adapter found; using OpenGL ({}) instead",
+                info.name
+            );
+        }
         return Ok(a);
     }
     let mut tried = format!("searched backends [{}]", backend_names(backends));

@@ -23,6 +23,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("index", include_str!("../../shaders/index.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
     ("winograd", include_str!("../../shaders/winograd.wgsl")),
+    ("finite", include_str!("../../shaders/finite.wgsl")),
 ];
 
 /// The WGSL source of family `name`.

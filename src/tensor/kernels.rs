@@ -26,6 +26,7 @@ pub fn all() -> Vec<KernelVariant> {
         super::index::kernels(),
         super::optim::kernels(),
         super::winograd::kernels(),
+        super::finite::kernels(),
     ];
     let mut seen = HashSet::new();
     lists

@@ -4,6 +4,7 @@
 pub mod batchnorm;
 pub mod conv;
 pub mod elementwise;
+pub mod finite;
 pub mod index;
 pub mod kernels;
 pub mod matmul;
@@ -25,6 +26,7 @@ pub const PARAM_STRUCTS: &[ParamLayout] = &[
     ParamLayout::of::<batchnorm::BatchNormParams>(),
     ParamLayout::of::<conv::ConvParams>(),
     ParamLayout::of::<elementwise::ElementwiseParams>(),
+    ParamLayout::of::<finite::FiniteParams>(),
     ParamLayout::of::<index::IndexParams>(),
     ParamLayout::of::<matmul::MatmulParams>(),
     ParamLayout::of::<optim::OptimParams>(),

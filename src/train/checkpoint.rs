@@ -193,7 +193,30 @@ impl Checkpoint {
         if checked {
             ck.verify(path)?;
         }
+        ck.check_finite(path)?;
         Ok(ck)
+    }
+
+    /// Refuses a checkpoint holding NaN or infinite values (a diverged run's state, written
+    /// by an older version): no evaluation or resumed run can come of it.
+    fn check_finite(&self, path: &Path) -> Result<()> {
+        let bad: Vec<(&str, usize)> = self
+            .tensors
+            .iter()
+            .map(|(name, _, v)| (name.as_str(), v.iter().filter(|x| !x.is_finite()).count()))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        match bad.first() {
+            None => Ok(()),
+            Some((name, n)) => Err(Error::Format {
+                path: path.into(),
+                msg: format!(
+                    "tensor '{name}' holds {n} non-finite values ({} in {} tensors): the run had diverged; this checkpoint cannot be evaluated or resumed",
+                    bad.iter().map(|(_, n)| n).sum::<usize>(),
+                    bad.len()
+                ),
+            }),
+        }
     }
 
     /// Compares every tensor and metadata field with the checksum written beside it.

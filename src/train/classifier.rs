@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::{Mode, Model, RunningStats, init::init_params, update_running_stats};
 use crate::optim::{CosineSchedule, Decay, Sgd};
+use crate::random::Streams;
 use crate::tensor::Tensor;
 
 use super::checkpoint::Checkpoint;
@@ -34,15 +35,18 @@ pub struct Classifier {
     schedule: CosineSchedule,
     /// Steps taken that advance the schedule.
     step: usize,
-    /// The epoch in progress (0-based), for messages.
+    /// The epoch in progress (0-based): the epoch schedule's position, and where messages
+    /// say a run stopped.
     epoch: usize,
+    /// The latest finite training loss, for the message when a loss stops being finite.
+    last_finite_loss: Option<f32>,
 }
 
 impl Classifier {
     /// A freshly initialised classifier with `cfg`'s optimizer and learning-rate schedule,
     /// whose warm-up spans `steps_per_epoch` steps per warm-up epoch.
     pub fn new(gpu: &Gpu, cfg: &TrainConfig, model: Model, steps_per_epoch: usize) -> Result<Self> {
-        let params = init_params(gpu, &model, cfg.seed)?;
+        let params = init_params(gpu, &model, &mut Streams(cfg.seed).classifier_init())?;
         let running = model.new_running_stats(gpu);
         let sgd = Sgd::new(&params, cfg.momentum, cfg.weight_decay);
         let schedule = Self::schedule(cfg, steps_per_epoch);
@@ -55,6 +59,7 @@ impl Classifier {
             schedule,
             step: 0,
             epoch: 0,
+            last_finite_loss: None,
         })
     }
 
@@ -172,16 +177,52 @@ impl Classifier {
         })
     }
 
-    fn check(&self, loss: f32) -> Result<()> {
+    fn check(&mut self, loss: f32) -> Result<()> {
         if loss.is_finite() {
+            self.last_finite_loss = Some(loss);
             return Ok(());
         }
-        Err(Error::Config(format!(
-            "training diverged: loss became {loss} at epoch {} step {} (lr {}); the last good checkpoint is kept",
-            self.epoch + 1,
-            self.step,
+        let last = match self.last_finite_loss {
+            Some(l) => format!("last finite loss {l}"),
+            None => "no finite loss before it".into(),
+        };
+        Err(self.diverged(format!(
+            "loss became {loss} ({last}, lr {})",
             self.last_lr()
         )))
+    }
+
+    /// A divergence error at the current epoch and step for `reason`.
+    pub fn diverged(&self, reason: String) -> Error {
+        Error::Diverged {
+            epoch: self.epoch + 1,
+            step: self.step,
+            reason,
+            committed: self.epoch,
+        }
+    }
+
+    /// Every tensor of the classifier's state with its checkpoint name: parameters, momentum
+    /// buffers, running statistics.
+    pub fn state_tensors(&self) -> Vec<(String, &Tensor)> {
+        let names = self.param_names();
+        let (rm, rv) = self.bn_names();
+        fn named<'a>(
+            prefix: &str,
+            names: &[String],
+            ts: &'a [Tensor],
+        ) -> Vec<(String, &'a Tensor)> {
+            names
+                .iter()
+                .zip(ts)
+                .map(|(n, t)| (format!("{prefix}.{n}"), t))
+                .collect()
+        }
+        let mut out = named("param", &names, &self.params);
+        out.extend(named("sgd", &names, &self.sgd.buffers));
+        out.extend(named("bn", &rm, &self.running.mean));
+        out.extend(named("bn", &rv, &self.running.var));
+        out
     }
 
     /// Logits of images `x` without recording a graph; `mode` chooses batch or running

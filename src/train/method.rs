@@ -1,10 +1,13 @@
 //! What a training method supplies to the epoch loop: one epoch of training, and its own
 //! state in checkpoints. The loop (`run`) owns everything else.
 
+use std::cell::Cell;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::tensor::Tensor;
 
 use super::checkpoint::Checkpoint;
 use super::classifier::Classifier;
@@ -24,14 +27,36 @@ pub struct EpochEnv<'a> {
     pub out: &'a Path,
     /// The progress bar of this epoch, if shown.
     pub progress: Option<&'a indicatif::ProgressBar>,
+    /// The epoch in progress (0-based).
+    pub epoch: usize,
+    /// Set when the user asks the run to stop (Ctrl-C, SIGTERM).
+    pub stop: Option<&'a AtomicBool>,
+    /// Steps taken in this epoch.
+    pub steps: Cell<usize>,
 }
 
 impl EpochEnv<'_> {
-    /// Advances the progress bar by one batch with a status message.
-    pub fn tick(&self, msg: impl FnOnce() -> String) {
+    /// After each step: advances the progress bar with a status message, and fails with
+    /// [`Error::Interrupted`] once the user has asked the run to stop, abandoning the epoch.
+    pub fn tick(&self, msg: impl FnOnce() -> String) -> Result<()> {
+        self.steps.set(self.steps.get() + 1);
         if let Some(pb) = self.progress {
             pb.inc(1);
             pb.set_message(msg());
+        }
+        self.check_stop()
+    }
+
+    /// Fails with [`Error::Interrupted`] if the user has asked the run to stop.
+    pub fn check_stop(&self) -> Result<()> {
+        match self.stop {
+            Some(flag) if flag.load(Ordering::SeqCst) => Err(Error::Interrupted {
+                epoch: self.epoch + 1,
+                step: self.steps.get(),
+                dir: self.out.to_path_buf(),
+                committed: self.epoch,
+            }),
+            _ => Ok(()),
         }
     }
 }
@@ -78,7 +103,7 @@ impl EpochStats {
 }
 
 /// Counts rows of `logits` whose argmax is the label.
-fn count_correct(logits: &crate::tensor::Tensor, labels: &[u32]) -> Result<usize> {
+fn count_correct(logits: &Tensor, labels: &[u32]) -> Result<usize> {
     let c = logits.shape()[1];
     let v = logits.to_f32_vec()?;
     Ok(labels
@@ -99,5 +124,10 @@ pub trait TrainingMethod {
     /// Restores the method's state from a checkpoint.
     fn restore(&mut self, _path: &Path, _ck: &Checkpoint) -> Result<()> {
         Ok(())
+    }
+    /// The method's GPU state tensors with their checkpoint names (checked for finite values
+    /// before an epoch commits).
+    fn state_tensors(&self) -> Vec<(String, &Tensor)> {
+        Vec::new()
     }
 }

@@ -20,6 +20,7 @@ pub mod method;
 pub mod metrics;
 pub mod relabel;
 pub mod run;
+pub mod run_dir;
 pub mod state;
 
 pub use checkpoint::Checkpoint;

@@ -1,8 +1,11 @@
 //! The epoch loop: sets up the data, the classifier and the method, resumes if asked, and
 //! after every epoch evaluates, logs, checkpoints and summarises.
 
+use std::cell::Cell;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -21,6 +24,7 @@ use super::dynamic_loss::DynamicLoss;
 use super::method::{EpochEnv, TrainingMethod};
 use super::metrics::{self, EpochMetrics};
 use super::relabel::relabel_from_checkpoint;
+use super::run_dir::RunDir;
 use super::state::{self, CHECKPOINT, METRICS, SUMMARY};
 
 /// How one invocation runs: where to write, whether to resume, when to stop early.
@@ -36,6 +40,9 @@ pub struct RunOptions {
     pub progress: Option<bool>,
     /// Print per-epoch log lines.
     pub verbose: bool,
+    /// Set by the caller when the user asks the run to stop (Ctrl-C, SIGTERM): the epoch in
+    /// progress is abandoned and [`Error::Interrupted`] returned.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What a finished (or stopped) run reports; also written as `summary.json`.
@@ -57,65 +64,6 @@ pub struct Summary {
     pub config: TrainConfig,
     /// Adapter that ran it.
     pub adapter: String,
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |e| Error::Io {
-        path: path.into(),
-        source: e,
-    }
-}
-
-/// Whether `name` is a temporary file of an interrupted write (`.NAME.PID.tmp`).
-fn is_leftover(name: &str) -> bool {
-    let Some(stem) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
-        return false;
-    };
-    stem.rsplit_once('.')
-        .is_some_and(|(file, pid)| !file.is_empty() && pid.chars().all(|c| c.is_ascii_digit()))
-}
-
-/// Removes the temporary files that a killed write left in `dir` and its `plots/`.
-fn remove_leftovers(dir: &Path) -> Result<()> {
-    for d in [dir.to_path_buf(), dir.join("plots")] {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries {
-            let e = e.map_err(io_err(&d))?;
-            if is_leftover(&e.file_name().to_string_lossy()) {
-                std::fs::remove_file(e.path()).map_err(io_err(&e.path()))?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Clears leftovers of killed writes, then refuses to start over a non-empty directory or to
-/// resume one without a checkpoint.
-fn check_out_dir(out: &Path, resume: bool) -> Result<()> {
-    if out.exists() {
-        remove_leftovers(out)?;
-    }
-    if resume {
-        if !out.join(CHECKPOINT).exists() {
-            return Err(Error::Config(format!(
-                "--resume: {} has no {CHECKPOINT} to continue from (it was killed before its first epoch ended: start it again)",
-                out.display()
-            )));
-        }
-    } else if out.exists()
-        && std::fs::read_dir(out)
-            .map_err(io_err(out))?
-            .next()
-            .is_some()
-    {
-        return Err(Error::Config(format!(
-            "output directory {} is not empty: choose another --out, or --resume it",
-            out.display()
-        )));
-    }
-    std::fs::create_dir_all(out).map_err(io_err(out))
 }
 
 /// The training method `cfg` names.
@@ -152,19 +100,19 @@ fn progress_bar(steps: usize, epoch: usize, epochs: usize) -> indicatif::Progres
 /// Trains as `cfg` says, writing into `opts.out`; returns the summary.
 pub fn train(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary> {
     cfg.validate()?;
-    let out = &opts.out;
-    check_out_dir(out, opts.resume)?;
+    let run_dir = RunDir::claim(&opts.out, opts.resume)?;
+    let out = run_dir.path();
     let ck_path = out.join(CHECKPOINT);
     let metrics_path = out.join(METRICS);
 
     let mut data = TrainData::load(cfg)?;
-    if let Some(r) = relabel_from_checkpoint(gpu, cfg, &mut data)? {
-        if opts.verbose {
-            eprintln!(
-                "relabelled {} training labels: {:.2}% right before, {:.2}% after",
-                r.changed, r.right_before, r.right_after
-            );
-        }
+    if let Some(r) = relabel_from_checkpoint(gpu, cfg, &mut data)?
+        && opts.verbose
+    {
+        eprintln!(
+            "relabelled {} training labels: {:.2}% right before, {:.2}% after",
+            r.changed, r.right_before, r.right_after
+        );
     }
     let model = zoo::build_named(&cfg.model, data.train.shape, data.train.classes)?;
     let mut clf = Classifier::new(gpu, cfg, model, data.steps_per_epoch())?;
@@ -212,14 +160,17 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary>
             data: &data,
             out,
             progress: bar.as_ref(),
+            epoch,
+            stop: opts.stop.as_deref(),
+            steps: Cell::new(0),
         };
         clf.begin_epoch(epoch);
         let st = method.epoch(&env, &mut clf, epoch)?;
         let train_secs = t0.elapsed().as_secs_f64();
-        if let Some(pb) = bar {
+        if let Some(pb) = &bar {
             pb.finish_and_clear();
         }
-        let logits = clf.predict(data.predict_loader(&data.test, test_order.clone(), 0)?)?;
+        let logits = clf.predict(data.predict_loader(&data.test, test_order.clone())?)?;
         let (test_acc, per_class) = accuracy(&logits, &data.test.labels, data.test.classes);
         let m = EpochMetrics {
             epoch: epoch + 1,
@@ -245,15 +196,48 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, opts: &RunOptions) -> Result<Summary>
                 m.images_per_sec
             );
         }
+        check_finite(&clf, method.as_ref())?;
         done.history.push(m);
         done.epoch = epoch + 1;
         done.seconds = seconds_before + t_run.elapsed().as_secs_f64();
         // The checkpoint is the commit point: it holds the metrics too.
         state::save(&ck_path, cfg, &data, &clf, method.as_ref(), &done)?;
         write_epoch_files(cfg, &data, gpu, &done, out)?;
+        if opts.stop.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
+            return Err(Error::Interrupted {
+                epoch: epoch + 1,
+                step: env.steps.get(),
+                dir: out.into(),
+                committed: epoch + 1,
+            });
+        }
     }
     done.seconds = seconds_before + t_run.elapsed().as_secs_f64();
     write_summary(cfg, &data, gpu, &done.history, done.seconds, out)
+}
+
+/// Refuses to commit an epoch whose state holds a NaN or infinity (a loss can stay finite
+/// while a parameter overflows), naming the first such tensor; one small readback.
+pub fn check_finite(clf: &Classifier, method: &dyn TrainingMethod) -> Result<()> {
+    let mut named = clf.state_tensors();
+    named.extend(method.state_tensors());
+    let tensors: Vec<&crate::tensor::Tensor> = named.iter().map(|(_, t)| *t).collect();
+    let counts = crate::tensor::finite::count_nonfinite(&tensors)?;
+    let bad: Vec<(&str, u32)> = named
+        .iter()
+        .zip(&counts)
+        .filter(|(_, n)| **n > 0)
+        .map(|((name, _), n)| (name.as_str(), *n))
+        .collect();
+    match bad.first() {
+        None => Ok(()),
+        Some((name, n)) => Err(clf.diverged(format!(
+            "tensor '{name}' holds {n} non-finite values ({} values in {} of {} state tensors)",
+            bad.iter().map(|(_, n)| *n as u64).sum::<u64>(),
+            bad.len(),
+            named.len()
+        ))),
+    }
 }
 
 /// The files that follow the checkpoint: metrics, accuracy plot, summary.
@@ -290,18 +274,4 @@ fn write_summary(
     };
     metrics::write_json(&out.join(SUMMARY), &s)?;
     Ok(s)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn leftovers_are_only_our_temp_files() {
-        use super::is_leftover;
-        assert!(is_leftover(".checkpoint.safetensors.4242.tmp"));
-        assert!(is_leftover(".metrics.jsonl.7.tmp"));
-        assert!(!is_leftover("checkpoint.safetensors"));
-        assert!(!is_leftover(".checkpoint.safetensors.tmp"));
-        assert!(!is_leftover(".x.12a.tmp"));
-        assert!(!is_leftover("notes.1.tmp"));
-    }
 }

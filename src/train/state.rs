@@ -18,6 +18,27 @@ pub const CHECKPOINT: &str = "checkpoint.safetensors";
 pub const METRICS: &str = "metrics.jsonl";
 /// The run's summary.
 pub const SUMMARY: &str = "summary.json";
+/// The lock file a running process holds (its content: the process id).
+pub const LOCK: &str = ".lock";
+/// The Dynamic Loss's plots of the corrector's trust, the margins and the labels' accuracy.
+pub const LABEL_WEIGHTS_PLOT: &str = "plots/label_weights.png";
+/// See [`LABEL_WEIGHTS_PLOT`].
+pub const MARGINS_PLOT: &str = "plots/margins.png";
+/// See [`LABEL_WEIGHTS_PLOT`].
+pub const LABEL_ACCURACY_PLOT: &str = "plots/label_accuracy.png";
+
+/// Every file a run writes in its directory, relative to it: only these (and their temporary
+/// copies) are ever removed or replaced by this program.
+pub const RUN_FILES: &[&str] = &[
+    CHECKPOINT,
+    METRICS,
+    SUMMARY,
+    LOCK,
+    super::metrics::ACCURACY_PLOT,
+    LABEL_WEIGHTS_PLOT,
+    MARGINS_PLOT,
+    LABEL_ACCURACY_PLOT,
+];
 
 /// Where a run stands after an epoch.
 pub struct Progress {
@@ -104,7 +125,7 @@ pub fn restore(
 /// checkpoint as well as on the settings).
 fn labels_digest(labels: &[u32]) -> String {
     let h = labels.iter().fold(labels.len() as u64, |h, &l| {
-        crate::data::mix64(h ^ l as u64)
+        crate::random::mix64(h ^ l as u64)
     });
     format!("{h:016x}")
 }

@@ -9,6 +9,7 @@ use crate::autograd as ag;
 use crate::dynloss::ranking::Ranking;
 use crate::error::{Error, Result};
 use crate::train::method::EpochEnv;
+use crate::train::state;
 
 /// Margin magnitude above which the run reports that the margins are diverging.
 pub const MARGIN_ALARM: f64 = 20.0;
@@ -179,7 +180,7 @@ impl DynamicLoss {
             .map(|(n, v)| (n.as_str(), v.clone()))
             .collect();
         line_chart(
-            &plots.join("label_weights.png"),
+            &dir.join(state::LABEL_WEIGHTS_PLOT),
             "label weight g(r|y) per class",
             "loss-rank bin r",
             "g",
@@ -194,7 +195,7 @@ impl DynamicLoss {
             // Both centred: the loss is unchanged by a common shift of the margins, so only
             // the bars' differences from their mean can be compared with the log counts.
             bar_chart(
-                &plots.join("margins.png"),
+                &dir.join(state::MARGINS_PLOT),
                 "centred margin q and centred log class count",
                 names,
                 &[
@@ -216,7 +217,7 @@ impl DynamicLoss {
             .map(|(e, h)| ((e + 1) as f64, h.given_label_acc))
             .collect();
         line_chart(
-            &plots.join("label_accuracy.png"),
+            &dir.join(state::LABEL_ACCURACY_PLOT),
             "label-correction accuracy",
             "epoch",
             "accuracy (%)",

@@ -9,7 +9,6 @@ mod diagnostics;
 use std::path::Path;
 
 use crate::autograd::{self as ag, Var};
-use crate::data::mix64;
 use crate::data::views::View;
 use crate::dynloss::meta_net::{MetaNet, corrected_labels};
 use crate::dynloss::meta_step::{
@@ -20,6 +19,7 @@ use crate::dynloss::ranking::{MetaSplit, Ranking, hierarchical_split, rank};
 use crate::error::{Error, Result};
 use crate::nn::Mode;
 use crate::optim::Adam;
+use crate::random::{Streams, ViewRole};
 use crate::tensor::Tensor;
 use crate::tensor::elementwise::{self, Binary};
 
@@ -27,7 +27,7 @@ use super::baseline::log_counts;
 use super::checkpoint::Checkpoint;
 use super::classifier::{Classifier, Stepped};
 use super::config::{DlConfig, TrainConfig};
-use super::data::{TrainData, epoch_order};
+use super::data::TrainData;
 use super::method::{EpochEnv, EpochStats, TrainingMethod};
 pub use diagnostics::{DlDiagnostics, MARGIN_ALARM};
 
@@ -99,7 +99,7 @@ impl DynamicLoss {
         let d = &cfg.dl;
         let bins = d.bins.unwrap_or(if classes <= 10 { 100 } else { 50 });
         let meta = MetaNet::new(bins, classes, d.vector_meta);
-        let theta = meta.init(gpu, cfg.seed ^ 0x5EED)?;
+        let theta = meta.init(gpu, &mut Streams(cfg.seed).meta_init())?;
         let adam = Adam::new(&theta, d.meta_lr, 0.0);
         let prior = || log_counts(gpu, labels, classes);
         let fixed_margins = d.balanced_softmax.then(prior).transpose()?;
@@ -205,7 +205,7 @@ impl DynamicLoss {
     fn losses_and_logits(env: &EpochEnv, clf: &Classifier) -> Result<(Vec<f32>, Vec<f32>)> {
         let train = &env.data.train;
         let n = train.len();
-        let logits = clf.predict(env.data.predict_loader(train, (0..n).collect(), 7)?)?;
+        let logits = clf.predict(env.data.predict_loader(train, (0..n).collect())?)?;
         let c = train.classes;
         let mut losses = Vec::with_capacity(n);
         for start in (0..n).step_by(8192) {
@@ -225,7 +225,8 @@ impl DynamicLoss {
 
     /// `split.train` in this epoch's order.
     fn train_order(env: &EpochEnv, split: &MetaSplit, epoch: usize) -> Vec<usize> {
-        epoch_order(split.train.len(), env.cfg.seed, epoch)
+        env.data
+            .shuffle(split.train.len(), epoch)
             .into_iter()
             .map(|i| split.train[i])
             .collect()
@@ -241,17 +242,22 @@ impl DynamicLoss {
         epoch: usize,
         ranking: &Ranking,
     ) -> Result<(EpochStats, usize)> {
-        let order = epoch_order(env.data.train.len(), env.cfg.seed, epoch);
+        let order = env.data.shuffle(env.data.train.len(), epoch);
         let trained = order.len();
         let fit = !self.settings.no_label_corrector;
         // The fit needs the weak view; when the training view is the weak view, the step's
         // own logits are those and no second loader is needed.
         let mut weak = if fit && env.cfg.augment != View::Weak {
-            Some(env.data.loader(order.clone(), View::Weak, epoch, 2)?)
+            Some(
+                env.data
+                    .loader(order.clone(), View::Weak, ViewRole::Weak, epoch)?,
+            )
         } else {
             None
         };
-        let loader = env.data.loader(order, env.cfg.augment, epoch, 1)?;
+        let loader = env
+            .data
+            .loader(order, env.cfg.augment, ViewRole::Train, epoch)?;
         let mut st = EpochStats::default();
         for batch in loader {
             let (x, labels) = env.data.upload(env.gpu, &batch.x, &batch.labels)?;
@@ -265,7 +271,7 @@ impl DynamicLoss {
             let bins = Self::bins_tensor(env, ranking, &batch.indices)?;
             let (out, _) = self.warmup_step(clf, &x, weak_x.as_ref(), &labels, &bins)?;
             st.record(out.loss, &out.logits, &batch.labels)?;
-            env.tick(|| format!("warm-up loss {:.3}", st.mean_loss()));
+            env.tick(|| format!("warm-up loss {:.3}", st.mean_loss()))?;
         }
         Ok((st, trained))
     }
@@ -333,7 +339,7 @@ impl DynamicLoss {
         let mut order = Vec::with_capacity(iters * mb + meta.len());
         let mut round = 0;
         while order.len() < iters * mb {
-            let perm = epoch_order(meta.len(), seed ^ 0xA11CE, epoch * 1000 + round);
+            let perm = Streams(seed).meta_order(meta.len(), epoch, round);
             order.extend(perm.into_iter().map(|i| meta[i]));
             round += 1;
         }
@@ -353,22 +359,21 @@ impl DynamicLoss {
     ) -> Result<(EpochStats, MetaOutcome)> {
         let cfg = env.cfg;
         let order = Self::train_order(env, split, epoch);
-        let weak = env.data.loader(order.clone(), View::Weak, epoch, 2)?;
-        let strong = env.data.loader(order, cfg.augment, epoch, 1)?;
+        let weak = env
+            .data
+            .loader(order.clone(), View::Weak, ViewRole::Weak, epoch)?;
+        let strong = env
+            .data
+            .loader(order, cfg.augment, ViewRole::Train, epoch)?;
         let iters = weak.num_batches();
         let mb = cfg.batch_size.min(split.meta.len()).max(1);
-        let meta_loader = crate::data::views::Loader::new(
-            env.data.train.clone(),
+        let meta_loader = env.data.loader_in(
             Self::meta_order(cfg.seed, &split.meta, iters, mb, epoch),
-            mb,
             cfg.meta_view(),
-            env.data.mean.clone(),
-            env.data.std.clone(),
-            cfg.seed ^ 0x3E7A,
-        )?
-        .with_epoch(epoch as u64)
-        .with_drop_last(true)
-        .with_workers(cfg.workers);
+            ViewRole::Meta,
+            epoch,
+            mb,
+        )?;
         let meta_active = self
             .settings
             .meta_stop
@@ -390,8 +395,8 @@ impl DynamicLoss {
                 meta_labels,
                 bins: Self::bins_tensor(env, ranking, &wb.indices)?,
             };
-            let seeds = gumbel_seeds(cfg.seed, epoch, it);
-            let step = self.meta_iteration(clf, &up, seeds, meta_active, epoch)?;
+            let seeds = Streams(cfg.seed).gumbel(epoch, it);
+            let step = self.meta_iteration(clf, &up, seeds, meta_active)?;
             if let Some(loss) = step.meta_loss {
                 meta_sum += loss;
                 meta_n += 1;
@@ -408,7 +413,7 @@ impl DynamicLoss {
                     st.mean_loss(),
                     meta_sum / meta_n.max(1) as f64
                 )
-            });
+            })?;
         }
         Ok((
             st,
@@ -429,12 +434,11 @@ impl DynamicLoss {
         up: &IterationBatch,
         seeds: [u64; 2],
         meta_active: bool,
-        epoch: usize,
     ) -> Result<Iteration> {
         let [virtual_seed, real_seed] = seeds;
         let (yhat, meta_loss, agreement) = if meta_active {
             let pseudo = Pseudo::HardGumbel(virtual_seed);
-            let (logits, virtual_yhat, meta_loss) = self.meta_step(clf, up, pseudo, epoch)?;
+            let (logits, virtual_yhat, meta_loss) = self.meta_step(clf, up, pseudo)?;
             self.update_margin_average()?;
             // The real step's own sample from the same weak logits.
             let c = logits.shape()[1];
@@ -475,7 +479,6 @@ impl DynamicLoss {
         clf: &Classifier,
         up: &IterationBatch,
         pseudo: Pseudo,
-        epoch: usize,
     ) -> Result<(Tensor, Tensor, f64)> {
         let lr = clf.lr();
         let opt = VirtualSgd {
@@ -498,11 +501,7 @@ impl DynamicLoss {
         )?;
         let meta_loss = mg.meta_loss.value().item()? as f64;
         if !meta_loss.is_finite() {
-            return Err(Error::Config(format!(
-                "meta loss became {meta_loss} at epoch {} step {}; the last good checkpoint is kept",
-                epoch + 1,
-                clf.steps() + 1
-            )));
+            return Err(clf.diverged(format!("the meta loss became {meta_loss}")));
         }
         if self.settings.meta_lr_follows_classifier {
             self.adam.lr = self.settings.meta_lr * lr / clf.peak_lr();
@@ -520,11 +519,14 @@ impl DynamicLoss {
         epoch: usize,
         split: &MetaSplit,
     ) -> Result<()> {
-        let order: Vec<usize> = epoch_order(split.meta.len(), env.cfg.seed ^ 0xFACE, epoch)
+        let order: Vec<usize> = Streams(env.cfg.seed)
+            .meta_set_order(split.meta.len(), epoch)
             .into_iter()
             .map(|i| split.meta[i])
             .collect();
-        let loader = env.data.loader(order, env.cfg.augment, epoch, 3)?;
+        let loader = env
+            .data
+            .loader(order, env.cfg.augment, ViewRole::MetaSetPass, epoch)?;
         let q =
             margins(&self.meta, &self.theta_consts(), self.training_parts())?.map(|q| q.detach());
         for batch in loader {
@@ -567,7 +569,7 @@ impl TrainingMethod for DynamicLoss {
             };
             (st, outcome, 0)
         } else {
-            let mut rng = crate::data::rng_for(env.cfg.seed, &[0xD1CE, epoch as u64]);
+            let mut rng = Streams(env.cfg.seed).meta_split(epoch);
             let split = hierarchical_split(&ranking, self.settings.naive_sampling, &mut rng);
             let (st, outcome) = self.meta_epoch(env, clf, epoch, &split, &ranking)?;
             self.meta_set_pass(env, clf, epoch, &split)?;
@@ -603,6 +605,27 @@ impl TrainingMethod for DynamicLoss {
             serde_json::to_string(&self.history).expect("serialise"),
         );
         Ok(())
+    }
+
+    fn state_tensors(&self) -> Vec<(String, &Tensor)> {
+        let names = self.names();
+        let mut out = Vec::new();
+        for (prefix, ts) in [
+            ("meta", &self.theta),
+            ("adam_m", &self.adam.m),
+            ("adam_v", &self.adam.v),
+        ] {
+            out.extend(
+                names
+                    .iter()
+                    .zip(ts)
+                    .map(|(n, t)| (format!("{prefix}.{n}"), t)),
+            );
+        }
+        if let Some(avg) = &self.margin_average {
+            out.push(("margin_average".into(), avg));
+        }
+        out
     }
 
     fn restore(&mut self, path: &Path, ck: &Checkpoint) -> Result<()> {
@@ -667,12 +690,4 @@ struct MetaOutcome {
     gumbel_agreement: Option<f64>,
     /// Samples in the epoch's training order.
     trained: usize,
-}
-
-/// Seeds of iteration `it`'s two hard Gumbel samples: the virtual step's, and a fresh one for
-/// the real step (the authors' code draws a new sample when it recomputes y* for the real
-/// step). Both follow from the run's seed, so a resumed run draws the same ones.
-fn gumbel_seeds(seed: u64, epoch: usize, it: usize) -> [u64; 2] {
-    let virtual_seed = mix64(seed ^ ((epoch as u64) << 32) ^ it as u64);
-    [virtual_seed, mix64(virtual_seed ^ 0x6E41_1A5E_ED5E_A1ED)]
 }
