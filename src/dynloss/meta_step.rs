@@ -120,24 +120,63 @@ pub fn classifier_loss(
 
 /// How yhat, the model's own label guess, is made from detached logits.
 #[derive(Debug, Clone, Copy)]
-pub enum Pseudo {
+pub enum Pseudo<'a> {
     /// softmax(logits) (during warm-up).
     Softmax,
     /// A hard Gumbel-softmax sample (tau 1): one-hot of argmax(logits + Gumbel noise), with
     /// the noise drawn from this seed.
     HardGumbel(u64),
+    /// The same sample with the noise's uniforms given, one per logit in row-major order
+    /// (so a test can use another implementation's draws).
+    HardGumbelFrom(&'a [f64]),
+}
+
+/// Where the uniforms behind a hard Gumbel sample come from.
+#[derive(Debug, Clone, Copy)]
+pub enum GumbelNoise<'a> {
+    /// Drawn on the host from this seed, as training does.
+    Seed(u64),
+    /// Given, one per logit in row-major order.
+    Uniforms(&'a [f64]),
+}
+
+impl<'a> GumbelNoise<'a> {
+    /// The pseudo-label mode that samples with this noise.
+    pub fn pseudo(self) -> Pseudo<'a> {
+        match self {
+            GumbelNoise::Seed(s) => Pseudo::HardGumbel(s),
+            GumbelNoise::Uniforms(u) => Pseudo::HardGumbelFrom(u),
+        }
+    }
+
+    /// The class each row of row-major `logits` [B, classes] draws with this noise.
+    pub fn argmax(self, logits: &[f32], classes: usize) -> Result<Vec<usize>> {
+        match self {
+            GumbelNoise::Seed(s) => Ok(gumbel_argmax(logits, classes, s)),
+            GumbelNoise::Uniforms(u) => {
+                if u.len() != logits.len() {
+                    return Err(shape_err(
+                        "gumbel noise",
+                        format!("{} uniforms for {} logits", u.len(), logits.len()),
+                    ));
+                }
+                let mut it = u.iter().copied();
+                Ok(gumbel_argmax_with(logits, classes, || it.next().unwrap()))
+            }
+        }
+    }
 }
 
 /// yhat [B, C] from logits [B, C].
 pub fn pseudo_labels(logits: &Tensor, mode: Pseudo) -> Result<Tensor> {
-    match mode {
-        Pseudo::Softmax => crate::tensor::softmax::softmax(logits),
-        Pseudo::HardGumbel(seed) => {
-            let c = logits.shape()[1];
-            let picks = gumbel_argmax(&logits.to_f32_vec()?, c, seed);
-            one_hot_rows(logits.gpu(), &picks, c)
-        }
-    }
+    let noise = match mode {
+        Pseudo::Softmax => return crate::tensor::softmax::softmax(logits),
+        Pseudo::HardGumbel(seed) => GumbelNoise::Seed(seed),
+        Pseudo::HardGumbelFrom(u) => GumbelNoise::Uniforms(u),
+    };
+    let c = logits.shape()[1];
+    let picks = noise.argmax(&logits.to_f32_vec()?, c)?;
+    one_hot_rows(logits.gpu(), &picks, c)
 }
 
 /// The class each row of row-major `logits` [B, classes] draws in a hard Gumbel-softmax
@@ -145,13 +184,22 @@ pub fn pseudo_labels(logits: &Tensor, mode: Pseudo) -> Result<Tensor> {
 pub fn gumbel_argmax(logits: &[f32], classes: usize, seed: u64) -> Vec<usize> {
     use rand::RngExt;
     let mut rng = crate::random::seeded(seed);
+    gumbel_argmax_with(logits, classes, || rng.random::<f64>())
+}
+
+/// [`gumbel_argmax`] with the uniforms taken from `uniform`, one per logit in row-major order.
+pub fn gumbel_argmax_with(
+    logits: &[f32],
+    classes: usize,
+    mut uniform: impl FnMut() -> f64,
+) -> Vec<usize> {
     logits
         .chunks(classes)
         .map(|row| {
             let mut best = 0;
             let mut best_v = f64::NEG_INFINITY;
             for (j, &v) in row.iter().enumerate() {
-                let u: f64 = rng.random::<f64>().clamp(1e-12, 1.0 - 1e-12);
+                let u = uniform().clamp(1e-12, 1.0 - 1e-12);
                 let s = v as f64 - (-u.ln()).ln();
                 if s > best_v {
                     best_v = s;
@@ -184,6 +232,8 @@ pub struct MetaGrad {
     pub logits: Tensor,
     /// The pseudo-labels yhat made from them.
     pub yhat: Tensor,
+    /// The virtually stepped parameters w', one per index of `virtual_params`.
+    pub virtual_weights: Vec<Tensor>,
 }
 
 /// The full second-order meta gradient: forward on the training batch, dynamic loss,
@@ -248,6 +298,7 @@ pub fn meta_gradient(
         train_loss,
         logits: logits.value().clone(),
         yhat,
+        virtual_weights: stepped.iter().map(|v| v.value().clone()).collect(),
     })
 }
 /// Indices of the parameters of the last `k` parameterised layers (a layer = one name

@@ -12,7 +12,7 @@ use crate::autograd::{self as ag, Var};
 use crate::data::views::View;
 use crate::dynloss::meta_net::{MetaNet, corrected_labels};
 use crate::dynloss::meta_step::{
-    MetaBatch, MetaParts, Pseudo, VirtualSgd, classifier_loss, gumbel_argmax, last_layers, margins,
+    GumbelNoise, MetaBatch, MetaParts, Pseudo, VirtualSgd, classifier_loss, last_layers, margins,
     meta_gradient, one_hot_rows, pseudo_labels,
 };
 use crate::dynloss::ranking::{MetaSplit, Ranking, hierarchical_split, rank};
@@ -435,14 +435,27 @@ impl DynamicLoss {
         seeds: [u64; 2],
         meta_active: bool,
     ) -> Result<Iteration> {
-        let [virtual_seed, real_seed] = seeds;
+        let noise = seeds.map(GumbelNoise::Seed);
+        self.meta_iteration_with(clf, up, noise, meta_active)
+    }
+
+    /// [`Self::meta_iteration`] with the two samples' noise given (the parity test injects
+    /// another implementation's uniforms).
+    pub fn meta_iteration_with(
+        &mut self,
+        clf: &mut Classifier,
+        up: &IterationBatch,
+        noise: [GumbelNoise; 2],
+        meta_active: bool,
+    ) -> Result<Iteration> {
+        let [virtual_noise, real_noise] = noise;
         let (yhat, meta_loss, agreement) = if meta_active {
-            let pseudo = Pseudo::HardGumbel(virtual_seed);
+            let pseudo = virtual_noise.pseudo();
             let (logits, virtual_yhat, meta_loss) = self.meta_step(clf, up, pseudo)?;
             self.update_margin_average()?;
             // The real step's own sample from the same weak logits.
             let c = logits.shape()[1];
-            let real = gumbel_argmax(&logits.to_f32_vec()?, c, real_seed);
+            let real = real_noise.argmax(&logits.to_f32_vec()?, c)?;
             let yhat = one_hot_rows(up.labels.gpu(), &real, c)?;
             // The pseudo-labels the real step is given against those the virtual step used.
             let virt = virtual_yhat.to_f32_vec()?;
@@ -454,7 +467,7 @@ impl DynamicLoss {
             (yhat, Some(meta_loss), Some((agree, real.len())))
         } else {
             let logits = clf.logits(&up.weak, Mode::Train)?;
-            let yhat = pseudo_labels(&logits, Pseudo::HardGumbel(real_seed))?;
+            let yhat = pseudo_labels(&logits, real_noise.pseudo())?;
             (yhat, None, None)
         };
         // Real step: strong view, the updated meta net, no graph through it.
@@ -527,18 +540,34 @@ impl DynamicLoss {
         let loader = env
             .data
             .loader(order, env.cfg.augment, ViewRole::MetaSetPass, epoch)?;
-        let q =
-            margins(&self.meta, &self.theta_consts(), self.training_parts())?.map(|q| q.detach());
+        let q = self.meta_set_margins()?;
         for batch in loader {
             if batch.labels.len() < 2 {
                 continue;
             }
             let (x, labels) = env.data.upload(env.gpu, &batch.x, &batch.labels)?;
-            clf.step_off_schedule(&x, |logits| {
-                ag::mean_all(&ag::cross_entropy(logits, &labels, q.as_ref())?)
-            })?;
+            self.meta_set_step(clf, &x, &labels, q.as_ref())?;
         }
         Ok(())
+    }
+
+    /// The margins the meta-set pass adds, a constant (none when the loss adds none).
+    pub fn meta_set_margins(&self) -> Result<Option<Var>> {
+        Ok(margins(&self.meta, &self.theta_consts(), self.training_parts())?.map(|q| q.detach()))
+    }
+
+    /// One step of the meta-set pass on images `x` with given `labels`: cross-entropy plus
+    /// the margins `q` of [`Self::meta_set_margins`], off the learning-rate schedule.
+    pub fn meta_set_step(
+        &self,
+        clf: &mut Classifier,
+        x: &Tensor,
+        labels: &Tensor,
+        q: Option<&Var>,
+    ) -> Result<Stepped> {
+        clf.step_off_schedule(x, |logits| {
+            ag::mean_all(&ag::cross_entropy(logits, labels, q)?)
+        })
     }
 }
 
