@@ -11,7 +11,7 @@ use common::{Rng, TempDir, gpu};
 use dynloss_wgpu::Tensor;
 use dynloss_wgpu::autograd::{self as ag, Var};
 use dynloss_wgpu::data::views::View;
-use dynloss_wgpu::train::baseline::{Baseline, log_counts};
+use dynloss_wgpu::train::methods::baseline::{Baseline, log_counts};
 use dynloss_wgpu::train::{self, Method, RunOptions, TrainConfig};
 
 /// Long-tailed labels: `counts[c]` samples of class c, interleaved.

@@ -11,8 +11,8 @@ use dynloss_wgpu::dynloss::meta_net::MetaNet;
 use dynloss_wgpu::dynloss::meta_step::last_layers;
 use dynloss_wgpu::dynloss::ranking::{Ranking, bin_of, hierarchical_split, rank};
 use dynloss_wgpu::nn::{Mode, zoo};
-use dynloss_wgpu::train::dynamic_loss::{DynamicLoss, IterationBatch};
 use dynloss_wgpu::train::method::TrainingMethod;
+use dynloss_wgpu::train::methods::dynamic_loss::{DynamicLoss, IterationBatch};
 use dynloss_wgpu::train::{
     self, Checkpoint, Classifier, Method, RunOptions, TrainConfig, metrics::read_metrics,
 };
@@ -476,19 +476,19 @@ fn the_real_step_adds_the_running_average_of_the_margins() {
         other.training_margins().unwrap(),
         other.meta_margins().unwrap()
     );
-    ck.meta.insert("margin_average".into(), "[1.0, 2.0]".into());
+    let mut state: serde_json::Value = serde_json::from_str(&ck.meta["dl_state"]).unwrap();
+    state["margin_average"] = serde_json::json!([1.0, 2.0]);
+    ck.meta.insert("dl_state".into(), state.to_string());
     let e = other.restore(path, &ck).unwrap_err().to_string();
-    assert!(
-        e.contains("'margin_average' has 2 margins for 4 classes"),
-        "{e}"
-    );
+    assert!(e.contains("has 2 averaged margins for 4 classes"), "{e}");
 }
 
 /// The meta optimizer's per-parameter step counts, as a checkpoint of `dl` stores them.
 fn saved_counts(dl: &DynamicLoss) -> Vec<u32> {
     let mut ck = Checkpoint::default();
     dl.save(&mut ck).unwrap();
-    serde_json::from_str(&ck.meta["adam_steps"]).unwrap()
+    let state: serde_json::Value = serde_json::from_str(&ck.meta["dl_state"]).unwrap();
+    serde_json::from_value(state["adam_steps"].clone()).unwrap()
 }
 
 #[test]
@@ -518,13 +518,31 @@ fn the_meta_optimizer_counts_steps_per_parameter_in_checkpoints() {
     let (_, _, mut other) = tiny_dl(&g, 4);
     other.restore(path, &ck).unwrap();
     assert_eq!(saved_counts(&other), counts);
-    // A checkpoint from before the per-parameter counts holds one count, which every
-    // parameter's bias correction used: it is restored to all of them.
-    ck.meta.remove("adam_steps");
-    ck.meta.insert("adam_step".into(), "7".into());
-    other.restore(path, &ck).unwrap();
+    // The state's older forms still load: separate fields (adam_steps, margin_average,
+    // dl_history), and before that one count, which every parameter's bias correction used.
+    let state: serde_json::Value = serde_json::from_str(&ck.meta["dl_state"]).unwrap();
+    let mut legacy = ck.clone();
+    legacy.meta.remove("dl_state");
+    legacy
+        .meta
+        .insert("dl_history".into(), state["history"].to_string());
+    legacy
+        .meta
+        .insert("adam_steps".into(), state["adam_steps"].to_string());
+    let (_, _, mut old) = tiny_dl(&g, 4);
+    old.restore(path, &legacy).unwrap();
+    assert_eq!(saved_counts(&old), counts);
+    legacy.meta.remove("adam_steps");
+    legacy.meta.insert("adam_step".into(), "7".into());
+    other.restore(path, &legacy).unwrap();
     assert_eq!(saved_counts(&other), vec![7; counts.len()]);
-    ck.meta.insert("adam_steps".into(), "[1, 2]".into());
+    // A record that does not fit the meta net is refused with what is wrong.
+    let mut broken = state.clone();
+    broken["adam_steps"] = serde_json::json!([1, 2]);
+    ck.meta.insert("dl_state".into(), broken.to_string());
     let e = other.restore(path, &ck).unwrap_err().to_string();
-    assert!(e.contains("'adam_steps' has 2 counts"), "{e}");
+    assert!(e.contains("has 2 Adam step counts for"), "{e}");
+    ck.meta.insert("dl_state".into(), "{".into());
+    let e = other.restore(path, &ck).unwrap_err().to_string();
+    assert!(e.contains("checkpoint metadata 'dl_state'"), "{e}");
 }

@@ -22,7 +22,7 @@ use dynloss_wgpu::dynloss::meta_step::{
 use dynloss_wgpu::nn::zoo::{ModelSpec, VggItem, build};
 use dynloss_wgpu::nn::{Mode, init::init_params};
 use dynloss_wgpu::optim::Sgd;
-use dynloss_wgpu::train::baseline::log_counts;
+use dynloss_wgpu::train::methods::baseline::log_counts;
 
 fn host(theta: &[Tensor]) -> Vec<Vec<f32>> {
     theta.iter().map(|t| t.to_f32_vec().unwrap()).collect()

@@ -23,8 +23,8 @@ use dynloss_wgpu::dynloss::meta_step::{
     pseudo_labels,
 };
 use dynloss_wgpu::nn::zoo;
-use dynloss_wgpu::train::dynamic_loss::{DynamicLoss, IterationBatch};
 use dynloss_wgpu::train::method::TrainingMethod;
+use dynloss_wgpu::train::methods::dynamic_loss::{DynamicLoss, IterationBatch};
 use dynloss_wgpu::train::{Checkpoint, Classifier, Method, TrainConfig};
 use safetensors::SafeTensors;
 use safetensors::tensor::Dtype;
@@ -404,11 +404,12 @@ fn iterations_match_the_pytorch_reference() {
         ck.tensors
             .push((format!("adam_v.{n}"), p.shape.clone(), zeros));
     }
-    ck.meta.insert(
-        "adam_steps".into(),
-        serde_json::to_string(&vec![0u32; mnames.len()]).unwrap(),
-    );
-    ck.meta.insert("dl_history".into(), "[]".into());
+    let state = serde_json::json!({
+        "adam_steps": vec![0u32; mnames.len()],
+        "margin_average": null,
+        "history": [],
+    });
+    ck.meta.insert("dl_state".into(), state.to_string());
     dl.restore(Path::new(GOLDEN), &ck).unwrap();
     let lrs = gold.get("lr").to_vec();
     // The schedule's f32 cosine against the reference's f64 one rounded to f32: an ulp or so.

@@ -190,7 +190,7 @@ fn a_diverged_run_keeps_no_broken_checkpoint() {
     let cfg = dynloss_wgpu::train::TrainConfig::default();
     let model = dynloss_wgpu::nn::zoo::build_named("resnet8", [3, 8, 8], 10).unwrap();
     let clf = dynloss_wgpu::train::Classifier::new(&g, &cfg, model, 6).unwrap();
-    let method = dynloss_wgpu::train::baseline::Baseline::cross_entropy();
+    let method = dynloss_wgpu::train::methods::baseline::Baseline::cross_entropy();
     dynloss_wgpu::train::run::check_finite(&clf, &method).unwrap();
     let (name, t) = &clf.state_tensors()[40];
     let mut v = t.to_f32_vec().unwrap();

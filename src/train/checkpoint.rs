@@ -96,6 +96,14 @@ impl Checkpoint {
         })
     }
 
+    /// A metadata value holding JSON, parsed as `T`, or an error naming the file and field.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, path: &Path, key: &str) -> Result<T> {
+        serde_json::from_str(self.get(path, key)?).map_err(|e| Error::Format {
+            path: path.into(),
+            msg: format!("checkpoint metadata '{key}': {e}"),
+        })
+    }
+
     /// The checksum of every tensor (by name) and every metadata field of `meta` (`meta:KEY`).
     fn checksums(&self, meta: &HashMap<String, String>) -> HashMap<String, String> {
         let md5 = |bytes: &[&[u8]]| {

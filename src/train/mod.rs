@@ -2,21 +2,20 @@
 //! the methods it runs (the baselines and the Dynamic Loss), evaluation, and the run's state
 //! on disk (checkpoints, metrics, summary).
 //!
-//! Dependencies point one way: `run` (the loop) uses the methods (`baseline`,
-//! `dynamic_loss`), which use `method`, `classifier` and `data`; `state` writes and reads what
+//! Dependencies point one way: `run` (the loop) uses the methods (`methods::baseline`,
+//! `methods::dynamic_loss`), which use `method`, `classifier` and `data`; `state` writes and reads what
 //! those own; `evaluate` rebuilds a checkpoint's classifier through `state` and
 //! `classifier`, and `relabel` and `audit` use it.
 
 pub mod accuracy;
 pub mod audit;
-pub mod baseline;
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
 pub mod data;
-pub mod dynamic_loss;
 pub mod evaluate;
 pub mod method;
+pub mod methods;
 pub mod metrics;
 pub mod relabel;
 pub mod run;

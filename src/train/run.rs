@@ -15,13 +15,13 @@ use crate::gpu::Gpu;
 use crate::nn::zoo;
 
 use super::accuracy::accuracy;
-use super::baseline::Baseline;
 use super::checkpoint::Checkpoint;
 use super::classifier::Classifier;
 use super::config::{Method, TrainConfig};
 use super::data::TrainData;
-use super::dynamic_loss::DynamicLoss;
 use super::method::{EpochEnv, TrainingMethod};
+use super::methods::baseline::Baseline;
+use super::methods::dynamic_loss::DynamicLoss;
 use super::metrics::{self, EpochMetrics};
 use super::relabel::relabel_from_checkpoint;
 use super::run_dir::RunDir;

@@ -6,9 +6,9 @@ use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
 
-use super::classifier::Classifier;
-use super::method::{EpochEnv, EpochStats, TrainingMethod};
 use crate::random::ViewRole;
+use crate::train::classifier::Classifier;
+use crate::train::method::{EpochEnv, EpochStats, TrainingMethod};
 
 /// log(class count) per class: the Balanced Softmax margins.
 pub fn log_counts(gpu: &Gpu, labels: &[u32], classes: usize) -> Result<Tensor> {
