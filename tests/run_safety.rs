@@ -363,3 +363,19 @@ fn messages_name_the_real_cause() {
     assert!(!log.contains("epoch 1/"), "it trained first: {log}");
     assert!(t0.elapsed() < Duration::from_secs(60));
 }
+
+/// A closed pipe ends the program quietly: no panic, no backtrace. The reader here exits
+/// before the first line is written (`| true`), so every print meets a closed pipe.
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{BIN}' data stats --out /dev/null --imbalance 10 --noise 0.2 | true"
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.is_empty(), "{err}");
+}
