@@ -379,3 +379,25 @@ fn a_closed_pipe_ends_quietly() {
     assert!(out.status.success(), "{err}");
     assert!(err.is_empty(), "{err}");
 }
+
+/// `eval --checkpoint X` alone evaluates on the data the run used (here 8x8 built-in images,
+/// which the defaults would not match); a data flag given overrides it.
+#[test]
+fn eval_without_data_flags_uses_the_runs_data() {
+    let tmp = TempDir::new("eval-alone");
+    let out = tmp.0.join("r");
+    let (ok, log) = run(tiny(1).arg("--out").arg(&out));
+    assert!(ok, "{log}");
+    let ck = out.join("checkpoint.safetensors");
+    let (ok, log) = run(Command::new(BIN).arg("eval").arg("--checkpoint").arg(&ck));
+    assert!(ok, "{log}");
+    assert!(log.contains("accuracy: "), "{log}");
+    let (ok, log) = run(Command::new(BIN)
+        .args(["eval", "--image-size", "12", "--checkpoint"])
+        .arg(&ck));
+    assert!(!ok);
+    assert!(
+        log.contains("trained on [3, 8, 8]") && log.contains("[3, 12, 12]"),
+        "{log}"
+    );
+}

@@ -48,7 +48,8 @@ struct GpuFlags {
 enum Command {
     /// Train a classifier (with no flags: a quick cross-entropy run on the built-in data set).
     Train(Box<train::TrainArgs>),
-    /// Evaluate a checkpoint on a data set's test split: overall and per-class accuracy.
+    /// Evaluate a checkpoint on a data set's test split: overall and per-class accuracy. With
+    /// no data flags, on the data its run used; each flag given overrides that.
     Eval {
         /// The checkpoint (checkpoint.safetensors in a run directory).
         #[arg(long)]
@@ -193,7 +194,8 @@ fn needs_met(table: &KernelTable, a: &wgpu::Adapter) -> String {
 }
 
 fn eval(flags: &GpuFlags, checkpoint: &std::path::Path, data: &data::DataFlags) -> Result<()> {
-    let cfg = data.to_config()?;
+    let cfg = data.over(dynloss_wgpu::train::evaluate::run_data(checkpoint)?);
+    dynloss_wgpu::data::check_config(&cfg)?;
     let gpu = Gpu::new(&request(flags))?;
     let ev = evaluate_checkpoint(&gpu, checkpoint, &cfg)?;
     let total: usize = ev.predicted.iter().sum();

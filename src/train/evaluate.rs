@@ -48,6 +48,12 @@ pub fn classifier_for(gpu: &Gpu, path: &Path, ck: &Checkpoint, ds: &Dataset) -> 
     Ok(clf)
 }
 
+/// The data the run saved in the checkpoint at `path` was trained on (data set, folder, long
+/// tail, noise, seed, image size): what `eval` evaluates on unless told otherwise.
+pub fn run_data(path: &Path) -> Result<DataConfig> {
+    Ok(state::config_of(path, &Checkpoint::load(path)?)?.data_config())
+}
+
 /// Evaluates the checkpoint at `path` on the test split of `data`.
 pub fn evaluate_checkpoint(gpu: &Gpu, path: &Path, data: &DataConfig) -> Result<Evaluation> {
     let (_, test) = crate::data::load_raw(data)?;
