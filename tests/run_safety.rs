@@ -389,6 +389,11 @@ fn eval_without_data_flags_uses_the_runs_data() {
     let (ok, log) = run(tiny(1).arg("--out").arg(&out));
     assert!(ok, "{log}");
     let ck = out.join("checkpoint.safetensors");
+    // The class names travel with the run.
+    let names: Vec<String> =
+        serde_json::from_str(&Checkpoint::load(&ck).unwrap().meta["class_names"]).unwrap();
+    assert_eq!(names.len(), 10);
+    assert_eq!(summary(&out)["class_names"], serde_json::json!(names));
     let (ok, log) = run(Command::new(BIN).arg("eval").arg("--checkpoint").arg(&ck));
     assert!(ok, "{log}");
     assert!(log.contains("accuracy: "), "{log}");

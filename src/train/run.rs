@@ -60,6 +60,8 @@ pub struct Summary {
     pub noise_rate: f64,
     /// Training samples.
     pub train_samples: usize,
+    /// The class names, in class-index order (per-class accuracies follow it).
+    pub class_names: Vec<String>,
     /// The resolved configuration.
     pub config: TrainConfig,
     /// Adapter that ran it.
@@ -269,6 +271,7 @@ fn write_summary(
         seconds,
         noise_rate: data.noise_rate,
         train_samples: data.train.len(),
+        class_names: data.train.class_names.clone(),
         config: cfg.clone(),
         adapter: gpu.info().name.clone(),
     };

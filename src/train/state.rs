@@ -78,6 +78,10 @@ pub fn save(
     m.insert("train_labels".into(), labels_digest(&data.train.labels));
     m.insert("model".into(), cfg.model.clone());
     m.insert("input".into(), format!("{:?}", data.train.shape));
+    m.insert(
+        "class_names".into(),
+        serde_json::to_string(&data.train.class_names).expect("names serialise"),
+    );
     m.insert("classes".into(), data.train.classes.to_string());
     m.insert(
         "mean".into(),
