@@ -14,6 +14,7 @@ pub mod data;
 pub mod dynloss;
 pub mod error;
 pub mod gpu;
+pub mod infer;
 pub mod nn;
 pub mod optim;
 pub mod probe;

@@ -11,6 +11,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use dynloss_wgpu::choice::Choice;
 use dynloss_wgpu::gpu::{AdapterRequest, ConvAlgo, Gpu, Tiling, adapter};
+use dynloss_wgpu::infer;
 use dynloss_wgpu::probe::{self, KernelTable};
 use dynloss_wgpu::train::audit::audit_checkpoint;
 use dynloss_wgpu::train::evaluate::evaluate_checkpoint;
@@ -70,6 +71,24 @@ enum Command {
         /// Loss bands per class (cut as the Dynamic Loss cuts its rank bins).
         #[arg(long, default_value_t = 10)]
         bands: usize,
+    },
+    /// Classify new images with a checkpoint: a CSV of each file's most probable classes.
+    Predict {
+        /// The checkpoint (checkpoint.safetensors in a run directory).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Image files, folders (searched recursively) or list files (.txt, one path a line).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Classes per file, most probable first.
+        #[arg(long, default_value_t = 3)]
+        top_k: usize,
+        /// Where to write the CSV.
+        #[arg(long, default_value = "predictions.csv")]
+        out: PathBuf,
+        /// Give an unreadable file a row with its error instead of stopping.
+        #[arg(long)]
+        skip_unreadable: bool,
     },
     /// Data sets: download, or print the statistics of a long-tailed noisy training set.
     Data {
@@ -213,6 +232,45 @@ fn eval(flags: &GpuFlags, checkpoint: &std::path::Path, data: &data::DataFlags) 
     Ok(())
 }
 
+fn predict(
+    flags: &GpuFlags,
+    checkpoint: &std::path::Path,
+    inputs: &[PathBuf],
+    top_k: usize,
+    out: &std::path::Path,
+    skip_unreadable: bool,
+) -> Result<()> {
+    use std::io::IsTerminal;
+    let files = infer::collect_inputs(inputs)?;
+    let gpu = Gpu::new(&request(flags))?;
+    let p = infer::Predictor::load(&gpu, checkpoint)?;
+    let k = top_k.clamp(1, p.class_names.len());
+    let bar = std::io::stderr()
+        .is_terminal()
+        .then(|| indicatif::ProgressBar::new(files.len() as u64));
+    let preds = p.predict(&files, k, skip_unreadable, |done| {
+        if let Some(b) = &bar {
+            b.set_position(done as u64);
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    infer::write_csv(out, &preds, &p.class_names, k)?;
+    let failed = preds.iter().filter(|p| p.error.is_some()).count();
+    let [c, h, w] = p.input();
+    println!(
+        "{} files as {c}x{h}x{w}{}: {}",
+        preds.len(),
+        match failed {
+            0 => String::new(),
+            n => format!(" ({n} unreadable, with their error)"),
+        },
+        out.display()
+    );
+    Ok(())
+}
+
 fn audit(
     flags: &GpuFlags,
     checkpoint: &std::path::Path,
@@ -277,6 +335,13 @@ pub fn run(cli: Cli) -> Result<()> {
             data_dir,
             bands,
         } => audit(&cli.gpu, checkpoint, data_dir.as_deref(), *bands),
+        Command::Predict {
+            checkpoint,
+            inputs,
+            top_k,
+            out,
+            skip_unreadable,
+        } => predict(&cli.gpu, checkpoint, inputs, *top_k, out, *skip_unreadable),
         Command::Data { command } => data::run(command),
         Command::Plot { runs, out } => {
             let path = plot_runs(runs, out.as_deref())?;

@@ -22,16 +22,47 @@ pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
 
 /// Decodes an image file's bytes to RGB, resizes it to `side` x `side` and returns CHW bytes.
 pub fn decode_image(bytes: &[u8], path: &Path, side: usize) -> Result<Vec<u8>> {
+    decode_image_as(bytes, path, [3, side, side])
+}
+
+/// Decodes an image file's bytes into `shape` [C, H, W] bytes: 3 channels RGB, 1 channel
+/// luma, resized (bilinear) when its size differs.
+pub fn decode_image_as(bytes: &[u8], path: &Path, shape: [usize; 3]) -> Result<Vec<u8>> {
+    let [c, h, w] = shape;
+    if c != 1 && c != 3 {
+        return Err(format_err(
+            path,
+            format!("cannot make an image of {c} channels (1 or 3)"),
+        ));
+    }
     let img = image::load_from_memory(bytes)
         .map_err(|e| format_err(path, format!("cannot decode image: {e}")))?;
+    if c == 1 {
+        let luma = img.to_luma8();
+        let luma = if luma.width() as usize == w && luma.height() as usize == h {
+            luma
+        } else {
+            image::imageops::resize(
+                &luma,
+                w as u32,
+                h as u32,
+                image::imageops::FilterType::Triangle,
+            )
+        };
+        return Ok(luma.into_raw());
+    }
     let rgb = img.to_rgb8();
-    let s = side as u32;
-    let rgb = if rgb.width() == s && rgb.height() == s {
+    let rgb = if rgb.width() as usize == w && rgb.height() as usize == h {
         rgb
     } else {
-        image::imageops::resize(&rgb, s, s, image::imageops::FilterType::Triangle)
+        image::imageops::resize(
+            &rgb,
+            w as u32,
+            h as u32,
+            image::imageops::FilterType::Triangle,
+        )
     };
-    let plane = side * side;
+    let plane = h * w;
     let mut out = vec![0u8; 3 * plane];
     for (i, px) in rgb.pixels().enumerate() {
         out[i] = px[0];
