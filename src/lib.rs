@@ -15,6 +15,7 @@ pub mod dynloss;
 pub mod error;
 pub mod gpu;
 pub mod infer;
+pub mod labels;
 pub mod nn;
 pub mod optim;
 pub mod probe;

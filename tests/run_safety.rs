@@ -368,10 +368,13 @@ fn messages_name_the_real_cause() {
 /// before the first line is written (`| true`), so every print meets a closed pipe.
 #[test]
 fn a_closed_pipe_ends_quietly() {
+    let tmp = TempDir::new("pipe");
+    let chart = tmp.0.join("stats.png");
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "'{BIN}' data stats --out /dev/null --imbalance 10 --noise 0.2 | true"
+            "'{BIN}' data stats --out '{}' --imbalance 10 --noise 0.2 | true",
+            chart.display()
         ))
         .output()
         .unwrap();
@@ -404,5 +407,34 @@ fn eval_without_data_flags_uses_the_runs_data() {
     assert!(
         log.contains("trained on [3, 8, 8]") && log.contains("[3, 12, 12]"),
         "{log}"
+    );
+}
+
+/// An output path that is a device or a pipe (`--out /dev/null`) is written to, never
+/// replaced by a plain file (here a FIFO, read by another thread).
+#[test]
+fn an_output_device_is_written_not_replaced() {
+    use std::os::unix::fs::FileTypeExt;
+    let tmp = TempDir::new("fifo");
+    let fifo = tmp.0.join("out.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(&fifo).unwrap())
+    };
+    dynloss_wgpu::report::write_atomic(&fifo, b"through the pipe").unwrap();
+    assert_eq!(reader.join().unwrap(), b"through the pipe");
+    let kind = std::fs::metadata(&fifo).unwrap().file_type();
+    assert!(kind.is_fifo(), "the FIFO was replaced: {kind:?}");
+    assert_eq!(
+        std::fs::read_dir(&tmp.0).unwrap().count(),
+        1,
+        "no temporary left"
     );
 }

@@ -72,6 +72,20 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         bands: usize,
     },
+    /// Which training labels are probably wrong: a CSV of every training sample of the
+    /// checkpoint's run, most suspect first (the classifier's probability of the given label,
+    /// its margin, its suggestion, a confident-learning flag).
+    Labels {
+        /// The checkpoint (checkpoint.safetensors in a run directory).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Folder holding the data set's files [default: the one the run used].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Where to write the CSV.
+        #[arg(long, default_value = "labels.csv")]
+        out: PathBuf,
+    },
     /// Classify new images with a checkpoint: a CSV of each file's most probable classes.
     Predict {
         /// The checkpoint (checkpoint.safetensors in a run directory).
@@ -232,6 +246,36 @@ fn eval(flags: &GpuFlags, checkpoint: &std::path::Path, data: &data::DataFlags) 
     Ok(())
 }
 
+fn labels(
+    flags: &GpuFlags,
+    checkpoint: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
+    out: &std::path::Path,
+) -> Result<()> {
+    let gpu = Gpu::new(&request(flags))?;
+    let r = dynloss_wgpu::labels::label_report(&gpu, checkpoint, data_dir)?;
+    dynloss_wgpu::labels::write_csv(out, &r)?;
+    let flagged = r.samples.iter().filter(|s| s.flagged).count();
+    println!(
+        "{} training samples, {flagged} flagged by confident learning: {}",
+        r.samples.len(),
+        out.display()
+    );
+    match r.detection {
+        Some(d) => println!(
+            "against the true labels ({} wrong): flagged precision {:.2}%, recall {:.2}%; \
+             {:.2}% of the {} lowest-quality samples are wrong",
+            d.wrong,
+            100.0 * d.precision,
+            100.0 * d.recall,
+            100.0 * d.precision_at_wrong,
+            d.wrong
+        ),
+        None => println!("true labels unknown (no noise injected): no precision or recall"),
+    }
+    Ok(())
+}
+
 fn predict(
     flags: &GpuFlags,
     checkpoint: &std::path::Path,
@@ -335,6 +379,11 @@ pub fn run(cli: Cli) -> Result<()> {
             data_dir,
             bands,
         } => audit(&cli.gpu, checkpoint, data_dir.as_deref(), *bands),
+        Command::Labels {
+            checkpoint,
+            data_dir,
+            out,
+        } => labels(&cli.gpu, checkpoint, data_dir.as_deref(), out),
         Command::Predict {
             checkpoint,
             inputs,

@@ -8,7 +8,7 @@ use crate::data::folder::{IMAGE_EXTS, MAX_IMAGE_BYTES, decode_image_as};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::{Mode, zoo};
-use crate::report::write_atomic;
+use crate::report::{csv_field, write_atomic};
 use crate::tensor::Tensor;
 use crate::train::checkpoint::Checkpoint;
 use crate::train::classifier::Classifier;
@@ -227,15 +227,6 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A CSV field, quoted when it holds a comma, quote or line break.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }
 
 /// The predictions as CSV text: `path`, then `class_1, prob_1, ... class_k, prob_k`, and an
