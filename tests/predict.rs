@@ -1,4 +1,4 @@
-//! `predict`: new images (nested folders, other sizes, grayscale) classified by a checkpoint
+//! `predict` and `labels`. `predict`: new images (nested folders, other sizes, grayscale) classified by a checkpoint
 //! alone, with its preprocessing and class names; the same answers as the training code's own
 //! prediction path; an unreadable file is one error naming it and no CSV, or a row with its
 //! error under `--skip-unreadable`.
@@ -209,4 +209,83 @@ fn predict_classifies_new_images_with_the_checkpoint_alone() {
         "{broken}"
     );
     assert_eq!(text.lines().count(), 1 + n + 3);
+}
+
+/// `labels` on a run whose noise it injected: the most suspect samples are mostly the
+/// mislabelled ones (a ranking by chance would find the noise rate), and the CSV holds every
+/// sample once, most suspect first.
+#[test]
+fn labels_finds_the_injected_noise() {
+    let tmp = TempDir::new("labels");
+    let run = tmp.0.join("run");
+    let out = Command::new(BIN)
+        .args([
+            "train",
+            "--image-size",
+            "8",
+            "--train-limit",
+            "1500",
+            "--test-limit",
+            "64",
+        ])
+        .args(["--noise", "0.4", "--noise-type", "sym", "--epochs", "4"])
+        .args(["--batch-size", "32", "--no-progress", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = tmp.0.join("labels.csv");
+    let out = Command::new(BIN)
+        .args(["labels", "--out"])
+        .arg(&csv)
+        .arg("--checkpoint")
+        .arg(run.join("checkpoint.safetensors"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let noise = summary["noise_rate"].as_f64().unwrap();
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("against the true labels"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let at_k: f64 = line
+        .split("; ")
+        .nth(1)
+        .and_then(|s| s.split('%').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        at_k > 100.0 * noise + 20.0,
+        "{at_k}% at k, noise {noise}: {line}"
+    );
+    let rows = csv_rows(&csv);
+    assert_eq!(
+        rows[0],
+        [
+            "sample",
+            "given",
+            "suggested",
+            "quality",
+            "margin",
+            "flagged"
+        ]
+    );
+    assert_eq!(rows.len(), 1 + 1500);
+    let q: Vec<f32> = rows[1..].iter().map(|r| r[3].parse().unwrap()).collect();
+    assert!(q.windows(2).all(|w| w[0] <= w[1]), "not most suspect first");
+    let mut idx: Vec<usize> = rows[1..].iter().map(|r| r[0].parse().unwrap()).collect();
+    idx.sort_unstable();
+    assert_eq!(idx, (0..1500).collect::<Vec<_>>());
 }
