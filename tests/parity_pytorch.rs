@@ -252,7 +252,10 @@ fn meta_state(g: &dynloss_wgpu::Gpu, dl: &DynamicLoss, names: &[String]) -> Meta
             .collect(),
         m: f64s(part("adam_m")),
         v: f64s(part("adam_v")),
-        steps: serde_json::from_str(&ck.meta["adam_steps"]).unwrap(),
+        steps: {
+            let state: serde_json::Value = serde_json::from_str(&ck.meta["dl_state"]).unwrap();
+            serde_json::from_value(state["adam_steps"].clone()).unwrap()
+        },
     }
 }
 

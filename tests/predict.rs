@@ -212,8 +212,8 @@ fn predict_classifies_new_images_with_the_checkpoint_alone() {
 }
 
 /// `labels` on a run whose noise it injected: the most suspect samples are mostly the
-/// mislabelled ones (a ranking by chance would find the noise rate), and the CSV holds every
-/// sample once, most suspect first.
+/// mislabelled ones (a ranking by chance finds the noise rate, 27% here; measured 65%), and
+/// the CSV holds every sample once, most suspect first.
 #[test]
 fn labels_finds_the_injected_noise() {
     let tmp = TempDir::new("labels");
@@ -282,10 +282,10 @@ fn labels_finds_the_injected_noise() {
             "flagged"
         ]
     );
-    assert_eq!(rows.len(), 1 + 1500);
+    assert_eq!(rows.len(), 1 + 3000);
     let q: Vec<f32> = rows[1..].iter().map(|r| r[3].parse().unwrap()).collect();
     assert!(q.windows(2).all(|w| w[0] <= w[1]), "not most suspect first");
     let mut idx: Vec<usize> = rows[1..].iter().map(|r| r[0].parse().unwrap()).collect();
     idx.sort_unstable();
-    assert_eq!(idx, (0..1500).collect::<Vec<_>>());
+    assert_eq!(idx, (0..3000).collect::<Vec<_>>());
 }
