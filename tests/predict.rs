@@ -222,13 +222,13 @@ fn labels_finds_the_injected_noise() {
         .args([
             "train",
             "--image-size",
-            "8",
+            "12",
             "--train-limit",
-            "1500",
+            "3000",
             "--test-limit",
             "64",
         ])
-        .args(["--noise", "0.4", "--noise-type", "sym", "--epochs", "4"])
+        .args(["--noise", "0.3", "--noise-type", "sym", "--epochs", "5"])
         .args(["--batch-size", "32", "--no-progress", "--out"])
         .arg(&run)
         .output()
