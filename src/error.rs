@@ -51,6 +51,12 @@ pub enum Error {
     /// A user-supplied setting is invalid.
     #[error("invalid setting: {0}")]
     Config(String),
+    /// A run of many processes was stopped by the user (Ctrl-C); it says how to resume.
+    #[error("stopped: {0}")]
+    Stopped(String),
+    /// Some runs of a sweep failed: names each and its log.
+    #[error("{0}")]
+    RunsFailed(String),
 }
 
 /// Short form of `Result<T, Error>`.

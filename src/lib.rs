@@ -14,6 +14,7 @@ pub mod nn;
 pub mod optim;
 pub mod probe;
 pub mod report;
+pub mod sweep;
 pub mod tensor;
 pub mod train;
 
