@@ -83,6 +83,12 @@ pub enum Error {
         /// The process holding its lock, as written in the lock file.
         pid: String,
     },
+    /// A run of many processes was stopped by the user (Ctrl-C); it says how to resume.
+    #[error("stopped: {0}")]
+    Stopped(String),
+    /// Some runs of a sweep failed: names each and its log.
+    #[error("{0}")]
+    RunsFailed(String),
 }
 
 fn kept_note(committed: usize) -> String {

@@ -21,6 +21,7 @@ pub mod optim;
 pub mod probe;
 pub mod random;
 pub mod report;
+pub mod sweep;
 pub mod tensor;
 pub mod train;
 

@@ -11,6 +11,8 @@ fn recipes() -> Vec<(PathBuf, TrainConfig)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
+        // configs/sweeps/ holds sweep files (grids over these recipes; tests/sweep.rs).
+        .filter(|p| p.is_file())
         .collect();
     files.sort();
     files

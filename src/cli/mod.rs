@@ -3,6 +3,7 @@
 
 mod bench;
 mod data;
+mod sweep;
 mod train;
 
 use std::path::PathBuf;
@@ -118,6 +119,13 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Run a grid of settings (the product of --grid axes over a config), one run directory
+    /// per cell, here (--runner local) or as a Slurm job array (--runner slurm); running it
+    /// again skips finished cells and resumes the others.
+    Sweep(Box<sweep::SweepArgs>),
+    /// The table of runs and sweeps: rows the settings, columns the methods, each cell the
+    /// mean and standard deviation over seeds of the last and best test accuracy.
+    Report(sweep::ReportArgs),
     /// List every GPU adapter found, with the limits and features the kernels rely on.
     Info,
     /// Benchmarks.
@@ -397,6 +405,8 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("wrote {}", path.display());
             Ok(())
         }
+        Command::Sweep(a) => sweep::run(&cli.gpu, a),
+        Command::Report(a) => sweep::report(a),
         Command::Bench { what } => bench::run(&Gpu::new(&request(&cli.gpu))?, what),
     }
 }
@@ -406,7 +416,7 @@ pub fn run(cli: Cli) -> Result<()> {
 pub fn exit_code(e: &Error) -> u8 {
     match e {
         Error::NoAdapter { .. } | Error::AdapterTooSmall { .. } => 2,
-        Error::Interrupted { .. } => 130,
+        Error::Interrupted { .. } | Error::Stopped(_) => 130,
         _ => 1,
     }
 }
