@@ -67,6 +67,15 @@ fn input_at(base: u32, row: i32, col: i32) -> f32 {
     return src[base + u32(row) * p.w + u32(col)];
 }
 
+// Filter tap (a, b) from input channel c to output channel k, as both filter transforms read
+// it: w [K][C][3][3], or under FLIP w [C][K][3][3] rotated by 180 degrees.
+fn filter_tap(c: u32, k: u32, a: u32, b: u32) -> f32 {
+    if FLIP {
+        return src[((c * p.co + k) * 3u + (2u - a)) * 3u + (2u - b)];
+    }
+    return src[((k * p.ci + c) * 3u + a) * 3u + b];
+}
+
 // x [N][C][H][W] -> V[16][C][P]: V = B^T d B with
 // B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
 @compute @workgroup_size(64)
@@ -78,12 +87,9 @@ fn input_transform(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let at = tile_at(t);
-    let tx = at.x;
-    let ty = at.y;
-    let n = at.z;
-    let base = (n * p.ci + c) * p.h * p.w;
-    let r0 = i32(2u * ty) - i32(p.pad);
-    let c0 = i32(2u * tx) - i32(p.pad);
+    let base = (at.z * p.ci + c) * p.h * p.w;
+    let r0 = i32(2u * at.y) - i32(p.pad);
+    let c0 = i32(2u * at.x) - i32(p.pad);
     // Rows of B^T d, one column j at a time.
     var bd: array<vec4<f32>, 4>; // bd[i] = row i of B^T d
     var d: array<vec4<f32>, 4>;
@@ -125,13 +131,7 @@ fn filter_transform(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var a = 0u; a < 3u; a++) {
         var row = vec3<f32>(0.0);
         for (var b = 0u; b < 3u; b++) {
-            var v: f32;
-            if FLIP {
-                v = src[((c * p.co + k) * 3u + (2u - a)) * 3u + (2u - b)];
-            } else {
-                v = src[((k * p.ci + c) * 3u + a) * 3u + b];
-            }
-            row[b] = v;
+            row[b] = filter_tap(c, k, a, b);
         }
         g[a] = row;
     }
@@ -181,12 +181,9 @@ fn output_transform(@builtin(global_invocation_id) gid: vec3<u32>) {
     let y10 = r1.x + r1.y + r1.z;
     let y11 = r1.y - r1.z - r1.w;
     let at = tile_at(t);
-    let tx = at.x;
-    let ty = at.y;
-    let n = at.z;
-    let row = 2u * ty;
-    let col = 2u * tx;
-    let base = (n * p.co + k) * p.oh * p.ow;
+    let row = 2u * at.y;
+    let col = 2u * at.x;
+    let base = (at.z * p.co + k) * p.oh * p.ow;
     dst[base + row * p.ow + col] = y00;
     if col + 1u < p.ow {
         dst[base + row * p.ow + col + 1u] = y01;
@@ -249,12 +246,9 @@ fn input_transform4(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let at = tile_at(t);
-    let tx = at.x;
-    let ty = at.y;
-    let n = at.z;
-    let base = (n * p.ci + c) * p.h * p.w;
-    let r0 = i32(4u * ty) - i32(p.pad);
-    let c0 = i32(4u * tx) - i32(p.pad);
+    let base = (at.z * p.ci + c) * p.h * p.w;
+    let r0 = i32(4u * at.y) - i32(p.pad);
+    let c0 = i32(4u * at.x) - i32(p.pad);
     // Columns of B^T d: transform each column of the patch.
     var cols: array<array<f32, 6>, 6>; // cols[j] = B^T (column j of d)
     for (var j = 0; j < 6; j++) {
@@ -288,11 +282,7 @@ fn filter_transform4(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var b = 0u; b < 3u; b++) {
         var col: array<f32, 3>;
         for (var a = 0u; a < 3u; a++) {
-            if FLIP {
-                col[a] = src[((c * p.co + k) * 3u + (2u - a)) * 3u + (2u - b)];
-            } else {
-                col[a] = src[((k * p.ci + c) * 3u + a) * 3u + b];
-            }
+            col[a] = filter_tap(c, k, a, b);
         }
         cols[b] = g6(col);
     }
@@ -326,18 +316,15 @@ fn output_transform4(@builtin(global_invocation_id) gid: vec3<u32>) {
         cols[j] = at4(col);
     }
     let at = tile_at(t);
-    let tx = at.x;
-    let ty = at.y;
-    let n = at.z;
-    let base = (n * p.co + k) * p.oh * p.ow;
+    let base = (at.z * p.co + k) * p.oh * p.ow;
     for (var i = 0u; i < 4u; i++) {
-        let row = 4u * ty + i;
+        let row = 4u * at.y + i;
         if row >= p.oh {
             break;
         }
         let y = at4(array<f32, 6>(cols[0][i], cols[1][i], cols[2][i], cols[3][i], cols[4][i], cols[5][i]));
         for (var j = 0u; j < 4u; j++) {
-            let col = 4u * tx + j;
+            let col = 4u * at.x + j;
             if col < p.ow {
                 dst[base + row * p.ow + col] = y[j];
             }

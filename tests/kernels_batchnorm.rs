@@ -3,29 +3,9 @@
 
 mod common;
 
-use common::{Rng, assert_close, gpu};
+use common::{Rng, Tol, check_output, cpu, gpu};
 use dynloss_wgpu::Tensor;
 use dynloss_wgpu::tensor::batchnorm::{batch_stats, bn_apply, bn_backward, bn_running_update};
-
-struct Ref {
-    mean: Vec<f64>,
-    var: Vec<f64>,
-}
-
-fn cpu_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Ref {
-    let m = (n * hw) as f64;
-    let mut mean = vec![0.0; c];
-    let mut var = vec![0.0; c];
-    for ch in 0..c {
-        let vals: Vec<f64> = (0..n)
-            .flat_map(|b| (0..hw).map(move |s| (b * c + ch) * hw + s))
-            .map(|i| x[i] as f64)
-            .collect();
-        mean[ch] = vals.iter().sum::<f64>() / m;
-        var[ch] = vals.iter().map(|v| (v - mean[ch]).powi(2)).sum::<f64>() / m;
-    }
-    Ref { mean, var }
-}
 
 #[test]
 fn batchnorm_training_forward_backward_and_running_stats() {
@@ -65,21 +45,19 @@ fn batchnorm_training_forward_backward_and_running_stats() {
         let bt = Tensor::from_f32(&g, &[c], &beta).unwrap();
         let what = format!("{n}x{c}x{h}x{w}");
 
-        let r = cpu_stats(&x, n, c, hw);
+        let r = cpu::batch_stats(&x, n, c, hw);
         let stats = batch_stats(&xt).unwrap();
-        assert_close(
+        check_output(
             &format!("mean {what}"),
-            &stats.mean.to_f32_vec().unwrap(),
+            &stats.mean,
             &r.mean,
-            1e-5,
-            1e-5,
+            Tol::abs_rel(1e-5, 1e-5),
         );
-        assert_close(
+        check_output(
             &format!("var {what}"),
-            &stats.var.to_f32_vec().unwrap(),
+            &stats.var,
             &r.var,
-            1e-5,
-            1e-4,
+            Tol::abs_rel(1e-5, 1e-4),
         );
 
         let yhat = |i: usize| {
@@ -95,12 +73,11 @@ fn batchnorm_training_forward_backward_and_running_stats() {
                     if relu { v.max(0.0) } else { v }
                 })
                 .collect();
-            assert_close(
+            check_output(
                 &format!("apply relu={relu} {what}"),
-                &y.to_f32_vec().unwrap(),
+                &y,
                 &want,
-                1e-4,
-                1e-4,
+                Tol::abs_rel(1e-4, 1e-4),
             );
         }
 
@@ -124,26 +101,23 @@ fn batchnorm_training_forward_backward_and_running_stats() {
             })
             .collect();
         let tol = if n * hw == 1 { 1e-2 } else { 1e-4 };
-        assert_close(
+        check_output(
             &format!("dbeta {what}"),
-            &dbeta.to_f32_vec().unwrap(),
+            &dbeta,
             &sdy,
-            1e-4,
-            1e-4,
+            Tol::abs_rel(1e-4, 1e-4),
         );
-        assert_close(
+        check_output(
             &format!("dgamma {what}"),
-            &dgamma.to_f32_vec().unwrap(),
+            &dgamma,
             &sdyx,
-            1e-4,
-            1e-4,
+            Tol::abs_rel(1e-4, 1e-4),
         );
-        assert_close(
+        check_output(
             &format!("dx {what}"),
-            &dx.to_f32_vec().unwrap(),
+            &dx,
             &want_dx,
-            tol,
-            1e-3,
+            Tol::abs_rel(tol, 1e-3),
         );
 
         // Running statistics (momentum 0.1, unbiased variance), starting from (0, 1).
@@ -153,20 +127,8 @@ fn batchnorm_training_forward_backward_and_running_stats() {
         let unbias = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
         let want_rm: Vec<f64> = r.mean.iter().map(|v| 0.1 * v).collect();
         let want_rv: Vec<f64> = r.var.iter().map(|v| 0.9 + 0.1 * v * unbias).collect();
-        assert_close(
-            "running mean",
-            &rm.to_f32_vec().unwrap(),
-            &want_rm,
-            1e-6,
-            1e-5,
-        );
-        assert_close(
-            "running var",
-            &rv.to_f32_vec().unwrap(),
-            &want_rv,
-            1e-6,
-            1e-5,
-        );
+        check_output("running mean", &rm, &want_rm, Tol::abs_rel(1e-6, 1e-5));
+        check_output("running var", &rv, &want_rv, Tol::abs_rel(1e-6, 1e-5));
 
         // Evaluation mode is the same apply with the running statistics.
         let y = bn_apply(&xt, &rm, &rv, &gt, &bt, eps, false).unwrap();
@@ -177,7 +139,7 @@ fn batchnorm_training_forward_backward_and_running_stats() {
                     + beta[ch] as f64
             })
             .collect();
-        assert_close("eval apply", &y.to_f32_vec().unwrap(), &want, 1e-4, 1e-4);
+        check_output("eval apply", &y, &want, Tol::abs_rel(1e-4, 1e-4));
     }
 }
 

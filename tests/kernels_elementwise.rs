@@ -3,54 +3,14 @@
 
 mod common;
 
-use common::{Rng, assert_close, f64s, gpu};
+use common::{Rng, Tol, assert_within, check_kernel, check_output, cpu, f64s, gpu};
 use dynloss_wgpu::Tensor;
-use dynloss_wgpu::tensor::elementwise::{
-    Binary, Unary, binary, broadcast_shape, broadcast_to, fill, unary,
-};
+use dynloss_wgpu::tensor::elementwise::{Binary, Unary, binary, broadcast_to, fill, unary};
 use dynloss_wgpu::tensor::finite::count_nonfinite;
 use dynloss_wgpu::tensor::pool::{
     global_avg_pool, global_avg_pool_backward, shortcut_a, shortcut_a_backward,
 };
 use dynloss_wgpu::tensor::reduce::{mean_axes, sum_all, sum_axes};
-
-fn cpu_unary(op: Unary, x: f64) -> f64 {
-    let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
-    match op {
-        Unary::Identity => x,
-        Unary::Neg => -x,
-        Unary::Relu => x.max(0.0),
-        Unary::ReluMask => (x > 0.0) as u8 as f64,
-        Unary::Sigmoid => sig(x),
-        Unary::Exp => x.exp(),
-        Unary::Log => x.ln(),
-        Unary::Sqrt => x.sqrt(),
-        Unary::Square => x * x,
-        Unary::Recip => 1.0 / x,
-        Unary::Abs => x.abs(),
-        Unary::SigmoidGrad => sig(x) * (1.0 - sig(x)),
-    }
-}
-
-fn cpu_binary(op: Binary, a: f64, b: f64) -> f64 {
-    match op {
-        Binary::Add => a + b,
-        Binary::Sub => a - b,
-        Binary::Mul => a * b,
-        Binary::Div => a / b,
-        Binary::Max => a.max(b),
-        Binary::AddRelu => (a + b).max(0.0),
-        Binary::ReluGrad => {
-            if b > 0.0 {
-                a
-            } else {
-                0.0
-            }
-        }
-        Binary::Gt => (a > b) as u8 as f64,
-        Binary::First => a,
-    }
-}
 
 #[test]
 fn unary_ops_match_cpu() {
@@ -80,12 +40,16 @@ fn unary_ops_match_cpu() {
                 x[0] = -100.0; // must not overflow to NaN
             }
             let t = Tensor::from_f32(&g, &[n], &x).unwrap();
-            let y = unary(&t, op, 2.0, 0.5).unwrap().to_f32_vec().unwrap();
             let want: Vec<f64> = x
                 .iter()
-                .map(|&v| 2.0 * cpu_unary(op, v as f64) + 0.5)
+                .map(|&v| 2.0 * cpu::unary(op, v as f64) + 0.5)
                 .collect();
-            assert_close(&format!("{op:?} n={n}"), &y, &want, 1e-5, 1e-5);
+            check_kernel(
+                &format!("{op:?} n={n}"),
+                || unary(&t, op, 2.0, 0.5),
+                &want,
+                Tol::abs_rel(1e-5, 1e-5),
+            );
         }
     }
 }
@@ -102,42 +66,6 @@ fn large_elementwise_uses_a_folded_grid() {
         .unwrap();
     assert_eq!(y.len(), n);
     assert!(y.iter().all(|&v| v == 2.25), "every element written once");
-}
-
-fn cpu_broadcast(
-    a: &[f32],
-    sa: &[usize],
-    b: &[f32],
-    sb: &[usize],
-    op: Binary,
-) -> (Vec<usize>, Vec<f64>) {
-    let out = broadcast_shape(sa, sb).unwrap();
-    let r = out.len();
-    let pad = |s: &[usize]| {
-        let mut v = vec![1; r - s.len()];
-        v.extend_from_slice(s);
-        v
-    };
-    let (pa, pb) = (pad(sa), pad(sb));
-    let n: usize = out.iter().product();
-    let mut res = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut rem = i;
-        let mut idx = vec![0; r];
-        for d in (0..r).rev() {
-            idx[d] = rem % out[d];
-            rem /= out[d];
-        }
-        let lin = |p: &[usize]| {
-            let mut o = 0;
-            for d in 0..r {
-                o = o * p[d] + if p[d] == 1 { 0 } else { idx[d] };
-            }
-            o
-        };
-        res.push(cpu_binary(op, a[lin(&pa)] as f64, b[lin(&pb)] as f64));
-    }
-    (out, res)
 }
 
 #[test]
@@ -174,16 +102,14 @@ fn binary_ops_broadcast_like_numpy() {
         let ta = Tensor::from_f32(&g, sa, &a).unwrap();
         let tb = Tensor::from_f32(&g, sb, &b).unwrap();
         for op in ops {
-            let y = binary(&ta, &tb, op).unwrap();
-            let (shape, want) = cpu_broadcast(&a, sa, &b, sb, op);
-            assert_eq!(y.shape(), shape.as_slice());
-            assert_close(
+            let (shape, want) = cpu::broadcast(&a, sa, &b, sb, op);
+            let y = check_kernel(
                 &format!("{op:?} {sa:?} {sb:?}"),
-                &y.to_f32_vec().unwrap(),
+                || binary(&ta, &tb, op),
                 &want,
-                1e-6,
-                1e-5,
+                Tol::abs_rel(1e-6, 1e-5),
             );
+            assert_eq!(y.shape(), shape.as_slice());
         }
     }
     let a = Tensor::zeros(&g, &[2, 3], dynloss_wgpu::DType::F32);
@@ -192,26 +118,6 @@ fn binary_ops_broadcast_like_numpy() {
         binary(&a, &b, Binary::Add).is_err(),
         "[2,3] and [4] do not broadcast"
     );
-}
-
-fn cpu_sum(x: &[f32], shape: &[usize], axes: &[usize]) -> Vec<f64> {
-    let kept: Vec<usize> = (0..shape.len()).filter(|i| !axes.contains(i)).collect();
-    let out_n: usize = kept.iter().map(|&i| shape[i]).product();
-    let mut out = vec![0.0; out_n];
-    for (i, &v) in x.iter().enumerate() {
-        let mut rem = i;
-        let mut idx = vec![0; shape.len()];
-        for d in (0..shape.len()).rev() {
-            idx[d] = rem % shape[d];
-            rem /= shape[d];
-        }
-        let mut o = 0;
-        for &d in &kept {
-            o = o * shape[d] + idx[d];
-        }
-        out[o] += v as f64;
-    }
-    out
 }
 
 #[test]
@@ -232,27 +138,29 @@ fn reductions_over_any_axes_match_cpu_and_repeat_exactly() {
     for (shape, axes) in cases {
         let x = rng.vec(shape.iter().product());
         let t = Tensor::from_f32(&g, shape, &x).unwrap();
-        let s = sum_axes(&t, axes).unwrap();
-        let got = s.to_f32_vec().unwrap();
+        let got = sum_axes(&t, axes).unwrap().to_f32_vec().unwrap();
         let tol = 1e-5 * (x.len() as f64).sqrt();
-        assert_close(
+        assert_within(
             &format!("sum {shape:?} over {axes:?}"),
             &got,
-            &cpu_sum(&x, shape, axes),
-            tol,
-            1e-5,
+            &cpu::sum_axes(&x, shape, axes),
+            Tol::abs_rel(tol, 1e-5),
         );
         let again = sum_axes(&t, axes).unwrap().to_f32_vec().unwrap();
         assert_eq!(got, again, "reductions are deterministic");
     }
     let x = rng.vec(24);
     let t = Tensor::from_f32(&g, &[2, 3, 4], &x).unwrap();
-    let m = mean_axes(&t, &[0, 2]).unwrap().to_f32_vec().unwrap();
-    let want: Vec<f64> = cpu_sum(&x, &[2, 3, 4], &[0, 2])
+    let want: Vec<f64> = cpu::sum_axes(&x, &[2, 3, 4], &[0, 2])
         .iter()
         .map(|v| v / 8.0)
         .collect();
-    assert_close("mean", &m, &want, 1e-6, 1e-5);
+    check_kernel(
+        "mean",
+        || mean_axes(&t, &[0, 2]),
+        &want,
+        Tol::abs_rel(1e-6, 1e-5),
+    );
     let total = sum_all(&t).unwrap().item().unwrap() as f64;
     assert!((total - x.iter().map(|&v| v as f64).sum::<f64>()).abs() < 1e-5);
     assert!(sum_axes(&t, &[3]).is_err(), "axis out of range");
@@ -281,19 +189,27 @@ fn global_average_pool_and_its_gradient() {
     for (n, c, h, w) in [(2, 3, 4, 5), (1, 1, 1, 1), (3, 64, 8, 8)] {
         let x = rng.vec(n * c * h * w);
         let t = Tensor::from_f32(&g, &[n, c, h, w], &x).unwrap();
-        let y = global_avg_pool(&t).unwrap();
-        let want: Vec<f64> = cpu_sum(&x, &[n, c, h * w], &[2])
+        let want: Vec<f64> = cpu::sum_axes(&x, &[n, c, h * w], &[2])
             .iter()
             .map(|v| v / (h * w) as f64)
             .collect();
-        assert_close("gap", &y.to_f32_vec().unwrap(), &want, 1e-6, 1e-5);
+        check_kernel(
+            "gap",
+            || global_avg_pool(&t),
+            &want,
+            Tol::abs_rel(1e-6, 1e-5),
+        );
         let dy = rng.vec(n * c);
         let dyt = Tensor::from_f32(&g, &[n, c], &dy).unwrap();
-        let dx = global_avg_pool_backward(&dyt, (h, w)).unwrap();
         let want: Vec<f64> = (0..n * c * h * w)
             .map(|i| dy[i / (h * w)] as f64 / (h * w) as f64)
             .collect();
-        assert_close("gap backward", &dx.to_f32_vec().unwrap(), &want, 1e-7, 1e-6);
+        check_kernel(
+            "gap backward",
+            || global_avg_pool_backward(&dyt, (h, w)),
+            &want,
+            Tol::abs_rel(1e-7, 1e-6),
+        );
     }
 }
 
@@ -307,19 +223,8 @@ fn option_a_shortcut_and_its_gradient() {
         let y = shortcut_a(&t, cout).unwrap();
         let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
         assert_eq!(y.shape(), [n, cout, oh, ow]);
-        let pad = (cout - c) / 2;
-        let mut want = vec![0.0f64; n * cout * oh * ow];
-        for b in 0..n {
-            for ch in 0..c {
-                for i in 0..oh {
-                    for j in 0..ow {
-                        want[((b * cout + ch + pad) * oh + i) * ow + j] =
-                            x[((b * c + ch) * h + 2 * i) * w + 2 * j] as f64;
-                    }
-                }
-            }
-        }
-        assert_close("shortcut", &y.to_f32_vec().unwrap(), &want, 0.0, 0.0);
+        let want = cpu::shortcut_a(&x, (n, c, h, w), cout);
+        check_output("shortcut", &y, &want, Tol::EXACT);
         // The backward is the adjoint: <shortcut(x), dy> == <x, shortcut_backward(dy)>.
         let dy = rng.vec(want.len());
         let dyt = Tensor::from_f32(&g, &[n, cout, oh, ow], &dy).unwrap();
@@ -345,11 +250,10 @@ fn broadcast_to_expands_like_numpy() {
     ] {
         let x = rng.vec(from.iter().product());
         let t = Tensor::from_f32(&g, &from, &x).unwrap();
-        let y = broadcast_to(&t, &to).unwrap();
-        assert_eq!(y.shape(), to.as_slice());
         let zeros = vec![0.0f32; to.iter().product()];
-        let (_, want) = cpu_broadcast(&x, &from, &zeros, &to, Binary::Add);
-        assert_close("broadcast_to", &y.to_f32_vec().unwrap(), &want, 0.0, 0.0);
+        let (_, want) = cpu::broadcast(&x, &from, &zeros, &to, Binary::Add);
+        let y = check_kernel("broadcast_to", || broadcast_to(&t, &to), &want, Tol::EXACT);
+        assert_eq!(y.shape(), to.as_slice());
     }
     let t = Tensor::zeros(&g, &[3], dynloss_wgpu::DType::F32);
     assert!(broadcast_to(&t, &[4]).is_err());
@@ -400,35 +304,8 @@ fn max_pool_forward_backward_and_select() {
         let (y, arg) = max_pool(&t, geom).unwrap();
         let (oh, ow) = (geom.out_size(h).unwrap(), geom.out_size(w).unwrap());
         assert_eq!(y.shape(), [n, c, oh, ow]);
-        let mut want = vec![0.0f64; n * c * oh * ow];
-        let mut want_arg = vec![0u32; want.len()];
-        for pl in 0..n * c {
-            for i in 0..oh {
-                for j in 0..ow {
-                    let mut best = f64::NEG_INFINITY;
-                    let mut at = 0;
-                    for a in 0..geom.k {
-                        for b in 0..geom.k {
-                            let (yy, xx) = (
-                                (i * geom.stride + a) as isize - geom.pad as isize,
-                                (j * geom.stride + b) as isize - geom.pad as isize,
-                            );
-                            if yy < 0 || xx < 0 || yy >= h as isize || xx >= w as isize {
-                                continue;
-                            }
-                            let v = x[pl * h * w + yy as usize * w + xx as usize] as f64;
-                            if v > best {
-                                best = v;
-                                at = yy as usize * w + xx as usize;
-                            }
-                        }
-                    }
-                    want[(pl * oh + i) * ow + j] = best;
-                    want_arg[(pl * oh + i) * ow + j] = at as u32;
-                }
-            }
-        }
-        assert_close("max_pool", &y.to_f32_vec().unwrap(), &want, 0.0, 0.0);
+        let (want, want_arg) = cpu::max_pool(&x, n * c, (h, w), (oh, ow), geom);
+        check_output("max_pool", &y, &want, Tol::EXACT);
         assert_eq!(arg.to_u32_vec().unwrap(), want_arg);
         // Backward routes dy to the winners (summing where windows overlap).
         let dy = rng.vec(want.len());
@@ -442,9 +319,13 @@ fn max_pool_forward_backward_and_select() {
             let pl = o / (oh * ow);
             want_dx[pl * h * w + a as usize] += dy[o] as f64;
         }
-        assert_close("max_pool_backward", &dx, &want_dx, 1e-6, 1e-6);
-        let sel = max_pool_select(&t, &arg).unwrap().to_f32_vec().unwrap();
-        assert_close("max_pool_select", &sel, &want, 0.0, 0.0);
+        assert_within("max_pool_backward", &dx, &want_dx, Tol::abs_rel(1e-6, 1e-6));
+        check_kernel(
+            "max_pool_select",
+            || max_pool_select(&t, &arg),
+            &want,
+            Tol::EXACT,
+        );
         // On another tensor (as the double backward uses it, on a gradient), select reads
         // that tensor at the winners of x, and it is the adjoint of the backward:
         // <max_pool_backward(dy), u> == <dy, max_pool_select(u)>.
@@ -456,12 +337,11 @@ fn max_pool_forward_backward_and_select() {
             .enumerate()
             .map(|(o, &a)| u[(o / (oh * ow)) * h * w + a as usize] as f64)
             .collect();
-        assert_close(
+        assert_within(
             "max_pool_select of another tensor",
             &sel,
             &want_sel,
-            0.0,
-            0.0,
+            Tol::EXACT,
         );
         let lhs: f64 = dx.iter().zip(&u).map(|(a, b)| *a as f64 * *b as f64).sum();
         let rhs: f64 = dy

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::Rng;
+use common::{Rng, Tol, check_kernel, cpu};
 use dynloss_wgpu::tensor::index::{gather_rows, one_hot, pick, scatter_rows, unpick};
 use dynloss_wgpu::{DType, Error, Tensor};
 
@@ -16,18 +16,15 @@ fn one_hot_matches_cpu() {
     for (b, c) in SIZES {
         let mut labels = rng.labels(b, c as u32);
         labels[0] = c as u32 + 5; // out of range: a zero row
-        let got = one_hot(&Tensor::from_u32(&gpu, &[b], &labels).unwrap(), c).unwrap();
+        let lt = Tensor::from_u32(&gpu, &[b], &labels).unwrap();
+        let want = cpu::one_hot(&labels, c);
+        let got = check_kernel(
+            &format!("one_hot [{b}, {c}]"),
+            || one_hot(&lt, c),
+            &want,
+            Tol::EXACT,
+        );
         assert_eq!(got.shape(), [b, c]);
-        let want: Vec<f32> = (0..b * c)
-            .map(|i| {
-                if labels[i / c] as usize == i % c {
-                    1.0
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        assert_eq!(got.to_f32_vec().unwrap(), want, "one_hot [{b}, {c}]");
     }
 }
 
@@ -43,15 +40,14 @@ fn gather_rows_matches_cpu() {
             if b > 1 {
                 idx[1] = n as u32; // out of range: a zero row
             }
-            let got = gather_rows(&srct, &Tensor::from_u32(&gpu, &[b], &idx).unwrap()).unwrap();
+            let it = Tensor::from_u32(&gpu, &[b], &idx).unwrap();
+            let got = check_kernel(
+                &format!("gather [{n}, {d}] by {b}"),
+                || gather_rows(&srct, &it),
+                &cpu::gather_rows(&src, d, &idx),
+                Tol::EXACT,
+            );
             assert_eq!(got.shape(), [b, d]);
-            let want: Vec<f32> = (0..b * d)
-                .map(|i| {
-                    let s = idx[i / d] as usize;
-                    if s < n { src[s * d + i % d] } else { 0.0 }
-                })
-                .collect();
-            assert_eq!(got.to_f32_vec().unwrap(), want, "gather [{n}, {d}] by {b}");
         }
     }
 }
@@ -67,29 +63,24 @@ fn pick_and_unpick_match_cpu() {
             labels[b - 1] = u32::MAX;
         }
         let lt = Tensor::from_u32(&gpu, &[b], &labels).unwrap();
-        let got = pick(&Tensor::from_f32(&gpu, &[b, c], &src).unwrap(), &lt).unwrap();
+        let st = Tensor::from_f32(&gpu, &[b, c], &src).unwrap();
+        let got = check_kernel(
+            &format!("pick [{b}, {c}]"),
+            || pick(&st, &lt),
+            &cpu::pick(&src, c, &labels),
+            Tol::EXACT,
+        );
         assert_eq!(got.shape(), [b]);
-        let want: Vec<f32> = (0..b)
-            .map(|r| {
-                let l = labels[r] as usize;
-                if l < c { src[r * c + l] } else { 0.0 }
-            })
-            .collect();
-        assert_eq!(got.to_f32_vec().unwrap(), want, "pick [{b}, {c}]");
 
         let grad = rng.vec(b);
-        let got = unpick(&Tensor::from_f32(&gpu, &[b], &grad).unwrap(), &lt, c).unwrap();
+        let gt = Tensor::from_f32(&gpu, &[b], &grad).unwrap();
+        let got = check_kernel(
+            &format!("unpick [{b}, {c}]"),
+            || unpick(&gt, &lt, c),
+            &cpu::unpick(&grad, &labels, c),
+            Tol::EXACT,
+        );
         assert_eq!(got.shape(), [b, c]);
-        let want: Vec<f32> = (0..b * c)
-            .map(|i| {
-                if labels[i / c] as usize == i % c {
-                    grad[i / c]
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        assert_eq!(got.to_f32_vec().unwrap(), want, "unpick [{b}, {c}]");
     }
 }
 
@@ -109,24 +100,17 @@ fn scatter_rows_matches_cpu() {
                 idx[b - 1] = dst_rows as u32 + 7;
             }
             let src = rng.vec(b * d);
-            let got = scatter_rows(
-                dst_rows,
-                &Tensor::from_f32(&gpu, &[b, d], &src).unwrap(),
-                &Tensor::from_u32(&gpu, &[b], &idx).unwrap(),
-            )
-            .unwrap();
-            assert_eq!(got.shape(), [dst_rows, d]);
-            let mut want = vec![0.0f32; dst_rows * d];
-            for (r, &t) in idx.iter().enumerate() {
-                if (t as usize) < dst_rows {
-                    want[t as usize * d..][..d].copy_from_slice(&src[r * d..][..d]);
-                }
-            }
-            assert_eq!(
-                got.to_f32_vec().unwrap(),
-                want,
-                "scatter [{b}, {d}] into {dst_rows}"
+            let (st, it) = (
+                Tensor::from_f32(&gpu, &[b, d], &src).unwrap(),
+                Tensor::from_u32(&gpu, &[b], &idx).unwrap(),
             );
+            let got = check_kernel(
+                &format!("scatter [{b}, {d}] into {dst_rows}"),
+                || scatter_rows(dst_rows, &st, &it),
+                &cpu::scatter_rows(&src, d, &idx, dst_rows),
+                Tol::EXACT,
+            );
+            assert_eq!(got.shape(), [dst_rows, d]);
         }
     }
 }

@@ -2,7 +2,8 @@
 
 mod common;
 
-use common::{Rng, assert_close, gpu};
+use common::cpu::{self, Conv};
+use common::{Rng, Tol, check_output, gpu};
 use dynloss_wgpu::Tensor;
 use dynloss_wgpu::gpu::Tiling;
 use dynloss_wgpu::tensor::conv::{ConvGeom, conv2d, conv2d_input_grad, conv2d_weight_grad};
@@ -10,22 +11,6 @@ use dynloss_wgpu::tensor::matmul::{matmul, matmul_acc};
 
 /// Both kernel shapes, whatever the adapter's own: each test runs its cases under each.
 const TILINGS: [Tiling; 2] = [Tiling::Lanes, Tiling::Workgroup];
-
-fn cpu_matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, ta: bool, tb: bool) -> Vec<f64> {
-    let mut c = vec![0.0; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            let mut s = 0.0f64;
-            for l in 0..k {
-                let av = if ta { a[l * m + i] } else { a[i * k + l] };
-                let bv = if tb { b[j * k + l] } else { b[l * n + j] };
-                s += av as f64 * bv as f64;
-            }
-            c[i * n + j] = s;
-        }
-    }
-    c
-}
 
 #[test]
 fn matmul_matches_cpu_on_awkward_shapes_and_transposes() {
@@ -55,9 +40,9 @@ fn matmul_matches_cpu_on_awkward_shapes_and_transposes() {
             let bt = Tensor::from_f32(&g, &sb, &b).unwrap();
             let c = matmul(&at, &bt, ta, tb).unwrap();
             assert_eq!(c.shape(), [m, n]);
-            let want = cpu_matmul(&a, &b, m, k, n, ta, tb);
+            let want = cpu::matmul(&a, &b, m, k, n, ta, tb);
             let what = format!("matmul {m}x{k}x{n} ta={ta} tb={tb} {tiling:?}");
-            assert_close(&what, &c.to_f32_vec().unwrap(), &want, 1e-5, 1e-4);
+            check_output(&what, &c, &want, Tol::abs_rel(1e-5, 1e-4));
         }
     }
 }
@@ -72,7 +57,7 @@ fn matmul_accumulates_and_rejects_bad_shapes() {
     let c0 = rng.vec(m * n);
     let at = Tensor::from_f32(&g, &[m, k], &a).unwrap();
     let bt = Tensor::from_f32(&g, &[k, n], &b).unwrap();
-    let want: Vec<f64> = cpu_matmul(&a, &b, m, k, n, false, false)
+    let want: Vec<f64> = cpu::matmul(&a, &b, m, k, n, false, false)
         .iter()
         .zip(&c0)
         .map(|(x, y)| x + *y as f64)
@@ -82,91 +67,12 @@ fn matmul_accumulates_and_rejects_bad_shapes() {
         let ct = Tensor::from_f32(&g, &[m, n], &c0).unwrap();
         matmul_acc(&ct, &at, &bt, false, false).unwrap();
         let what = format!("matmul_acc {tiling:?}");
-        assert_close(&what, &ct.to_f32_vec().unwrap(), &want, 1e-5, 1e-4);
+        check_output(&what, &ct, &want, Tol::abs_rel(1e-5, 1e-4));
     }
     assert!(
         matmul(&at, &at, false, false).is_err(),
         "5x6 @ 5x6 must be rejected"
     );
-}
-
-struct Case {
-    n: usize,
-    ci: usize,
-    h: usize,
-    w: usize,
-    co: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-}
-
-fn cpu_conv(x: &[f32], wt: &[f32], c: &Case, oh: usize, ow: usize) -> Vec<f64> {
-    let mut y = vec![0.0; c.n * c.co * oh * ow];
-    for n in 0..c.n {
-        for co in 0..c.co {
-            for i in 0..oh {
-                for j in 0..ow {
-                    let mut s = 0.0f64;
-                    for ci in 0..c.ci {
-                        for a in 0..c.k {
-                            for b in 0..c.k {
-                                let ih = (i * c.stride + a) as isize - c.pad as isize;
-                                let iw = (j * c.stride + b) as isize - c.pad as isize;
-                                if ih < 0 || iw < 0 || ih >= c.h as isize || iw >= c.w as isize {
-                                    continue;
-                                }
-                                let xv =
-                                    x[((n * c.ci + ci) * c.h + ih as usize) * c.w + iw as usize];
-                                let wv = wt[((co * c.ci + ci) * c.k + a) * c.k + b];
-                                s += xv as f64 * wv as f64;
-                            }
-                        }
-                    }
-                    y[((n * c.co + co) * oh + i) * ow + j] = s;
-                }
-            }
-        }
-    }
-    y
-}
-
-/// The adjoints of the CPU convolution: dX and dW for upstream gradient dy.
-fn cpu_conv_grads(
-    x: &[f32],
-    wt: &[f32],
-    dy: &[f32],
-    c: &Case,
-    oh: usize,
-    ow: usize,
-) -> (Vec<f64>, Vec<f64>) {
-    let mut dx = vec![0.0; x.len()];
-    let mut dw = vec![0.0; wt.len()];
-    for n in 0..c.n {
-        for co in 0..c.co {
-            for i in 0..oh {
-                for j in 0..ow {
-                    let g = dy[((n * c.co + co) * oh + i) * ow + j] as f64;
-                    for ci in 0..c.ci {
-                        for a in 0..c.k {
-                            for b in 0..c.k {
-                                let ih = (i * c.stride + a) as isize - c.pad as isize;
-                                let iw = (j * c.stride + b) as isize - c.pad as isize;
-                                if ih < 0 || iw < 0 || ih >= c.h as isize || iw >= c.w as isize {
-                                    continue;
-                                }
-                                let xi = ((n * c.ci + ci) * c.h + ih as usize) * c.w + iw as usize;
-                                let wi = ((co * c.ci + ci) * c.k + a) * c.k + b;
-                                dx[xi] += g * wt[wi] as f64;
-                                dw[wi] += g * x[xi] as f64;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    (dx, dw)
 }
 
 #[test]
@@ -175,7 +81,7 @@ fn conv_family_matches_cpu_on_resnet_like_and_awkward_shapes() {
     let mut rng = Rng::new(3);
     let cases = [
         // ResNet-32 stem and stage shapes (tiny batch), 1x1 kernels, stride 2, odd sizes.
-        Case {
+        Conv {
             n: 2,
             ci: 3,
             h: 8,
@@ -185,7 +91,7 @@ fn conv_family_matches_cpu_on_resnet_like_and_awkward_shapes() {
             stride: 1,
             pad: 1,
         },
-        Case {
+        Conv {
             n: 2,
             ci: 16,
             h: 8,
@@ -195,7 +101,7 @@ fn conv_family_matches_cpu_on_resnet_like_and_awkward_shapes() {
             stride: 2,
             pad: 1,
         },
-        Case {
+        Conv {
             n: 1,
             ci: 5,
             h: 7,
@@ -205,7 +111,7 @@ fn conv_family_matches_cpu_on_resnet_like_and_awkward_shapes() {
             stride: 2,
             pad: 1,
         },
-        Case {
+        Conv {
             n: 3,
             ci: 4,
             h: 5,
@@ -215,7 +121,7 @@ fn conv_family_matches_cpu_on_resnet_like_and_awkward_shapes() {
             stride: 1,
             pad: 0,
         },
-        Case {
+        Conv {
             n: 1,
             ci: 1,
             h: 1,
@@ -225,7 +131,7 @@ fn conv_family_matches_cpu_on_resnet_like_and_awkward_shapes() {
             stride: 1,
             pad: 0,
         },
-        Case {
+        Conv {
             n: 2,
             ci: 3,
             h: 9,
@@ -235,7 +141,7 @@ fn conv_family_matches_cpu_on_resnet_like_and_awkward_shapes() {
             stride: 2,
             pad: 3,
         },
-        Case {
+        Conv {
             n: 1,
             ci: 2,
             h: 6,
@@ -247,7 +153,7 @@ fn conv_family_matches_cpu_on_resnet_like_and_awkward_shapes() {
         },
         // Channels >= 8 but not a multiple of the 8-channel register block (the second
         // block half full), more output channels than one weight-gradient block of 16.
-        Case {
+        Conv {
             n: 3,
             ci: 12,
             h: 7,
@@ -259,7 +165,7 @@ fn conv_family_matches_cpu_on_resnet_like_and_awkward_shapes() {
         },
         // More output pixels than one workgroup of the forward / input-gradient kernels
         // covers (256 invocations x 8 pixels).
-        Case {
+        Conv {
             n: 5,
             ci: 9,
             h: 24,
@@ -269,7 +175,7 @@ fn conv_family_matches_cpu_on_resnet_like_and_awkward_shapes() {
             stride: 1,
             pad: 1,
         },
-        Case {
+        Conv {
             n: 40,
             ci: 2,
             h: 6,
@@ -281,7 +187,7 @@ fn conv_family_matches_cpu_on_resnet_like_and_awkward_shapes() {
         },
         // More than one 64-row tile of the tiled kernels' GEMM in every direction (70 output
         // and 66 input channels; weight gradient 594 columns) and many steps along K.
-        Case {
+        Conv {
             n: 2,
             ci: 66,
             h: 5,
@@ -316,32 +222,31 @@ fn conv_family_matches_cpu_on_resnet_like_and_awkward_shapes() {
 
         let y = conv2d(&xt, &wtt, geom).unwrap();
         assert_eq!(y.shape(), [c.n, c.co, oh, ow]);
-        assert_close(
+        check_output(
             &format!("forward {what}"),
-            &y.to_f32_vec().unwrap(),
-            &cpu_conv(&x, &wt, c, oh, ow),
-            1e-5,
-            1e-4,
+            &y,
+            &cpu::conv2d(&x, &wt, c).0,
+            Tol::abs_rel(1e-5, 1e-4),
         );
 
-        let (dx_want, dw_want) = cpu_conv_grads(&x, &wt, &dy, c, oh, ow);
+        assert_eq!(c.out(), (oh, ow), "{what}: reference output size");
+        let dx_want = cpu::conv2d_input_grad(&wt, &dy, c);
+        let (dw_want, _) = cpu::conv2d_weight_grad(&x, &dy, c);
         let dx = conv2d_input_grad(&dyt, &wtt, (c.h, c.w), geom).unwrap();
         assert_eq!(dx.shape(), [c.n, c.ci, c.h, c.w]);
-        assert_close(
+        check_output(
             &format!("input_grad {what}"),
-            &dx.to_f32_vec().unwrap(),
+            &dx,
             &dx_want,
-            1e-5,
-            1e-4,
+            Tol::abs_rel(1e-5, 1e-4),
         );
         let dw = conv2d_weight_grad(&xt, &dyt, (c.k, c.k), geom).unwrap();
         assert_eq!(dw.shape(), [c.co, c.ci, c.k, c.k]);
-        assert_close(
+        check_output(
             &format!("weight_grad {what}"),
-            &dw.to_f32_vec().unwrap(),
+            &dw,
             &dw_want,
-            1e-4,
-            1e-4,
+            Tol::abs_rel(1e-4, 1e-4),
         );
     }
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Rng, assert_close};
+use common::{Rng, Tol, check_output, cpu};
 use dynloss_wgpu::tensor::optim::{adam_step, sgd_step};
 use dynloss_wgpu::{DType, Error, Tensor};
 
@@ -32,32 +32,11 @@ fn sgd_matches_pytorch_semantics() {
                     wd,
                 )
                 .unwrap();
-                for i in 0..n {
-                    let d = g[i] as f64 + wd as f64 * cw[i];
-                    // PyTorch: buf = d on the first step, momentum * buf + d afterwards.
-                    cb[i] = if step == 0 {
-                        d
-                    } else {
-                        momentum as f64 * cb[i] + d
-                    };
-                    cw[i] -= lr as f64 * cb[i];
-                }
+                cpu::sgd_step(&mut cw, &mut cb, &g, (lr, momentum, wd), step == 0);
             }
             let what = format!("sgd n={n} lr={lr} momentum={momentum} wd={wd}");
-            assert_close(
-                &format!("{what} w"),
-                &w.to_f32_vec().unwrap(),
-                &cw,
-                1e-5,
-                1e-5,
-            );
-            assert_close(
-                &format!("{what} buf"),
-                &buf.to_f32_vec().unwrap(),
-                &cb,
-                1e-5,
-                1e-5,
-            );
+            check_output(&format!("{what} w"), &w, &cw, Tol::abs_rel(1e-5, 1e-5));
+            check_output(&format!("{what} buf"), &buf, &cb, Tol::abs_rel(1e-5, 1e-5));
         }
     }
 }
@@ -77,41 +56,16 @@ fn adam_matches_pytorch_semantics() {
             let v = Tensor::zeros(&gpu, &[n], DType::F32);
             let mut cw: Vec<f64> = w0.iter().map(|&x| x as f64).collect();
             let (mut cm, mut cv) = (vec![0.0f64; n], vec![0.0f64; n]);
-            let (b1d, b2d) = (b1 as f64, b2 as f64);
             for t in 1..=STEPS {
                 let g = rng.vec(n);
                 let gt = Tensor::from_f32(&gpu, &[n], &g).unwrap();
                 adam_step(&w, &m, &v, &gt, lr, b1, b2, eps, wd, t as u32).unwrap();
-                let (bc1, bc2) = (1.0 - b1d.powi(t as i32), 1.0 - b2d.powi(t as i32));
-                for i in 0..n {
-                    let d = g[i] as f64 + wd as f64 * cw[i];
-                    cm[i] = b1d * cm[i] + (1.0 - b1d) * d;
-                    cv[i] = b2d * cv[i] + (1.0 - b2d) * d * d;
-                    cw[i] -= lr as f64 * (cm[i] / bc1) / ((cv[i] / bc2).sqrt() + eps as f64);
-                }
+                cpu::adam_step(&mut cw, &mut cm, &mut cv, &g, (lr, b1, b2, eps, wd), t);
             }
             let what = format!("adam n={n} lr={lr} b1={b1} b2={b2} wd={wd}");
-            assert_close(
-                &format!("{what} w"),
-                &w.to_f32_vec().unwrap(),
-                &cw,
-                1e-5,
-                1e-5,
-            );
-            assert_close(
-                &format!("{what} m"),
-                &m.to_f32_vec().unwrap(),
-                &cm,
-                1e-6,
-                1e-5,
-            );
-            assert_close(
-                &format!("{what} v"),
-                &v.to_f32_vec().unwrap(),
-                &cv,
-                1e-7,
-                1e-4,
-            );
+            check_output(&format!("{what} w"), &w, &cw, Tol::abs_rel(1e-5, 1e-5));
+            check_output(&format!("{what} m"), &m, &cm, Tol::abs_rel(1e-6, 1e-5));
+            check_output(&format!("{what} v"), &v, &cv, Tol::abs_rel(1e-7, 1e-4));
         }
     }
 }

@@ -2,49 +2,12 @@
 
 mod common;
 
-use common::{Rng, assert_close, f64s};
+use common::cpu::{self, row};
+use common::{Rng, Tol, assert_within, check_kernel, f64s};
 use dynloss_wgpu::tensor::softmax::{
     cross_entropy_hard, log_softmax, soft_cross_entropy, soft_cross_entropy_backward, softmax,
 };
 use dynloss_wgpu::{DType, Error, Gpu, Tensor};
-
-/// log_softmax of one row of z + q, in f64.
-fn cpu_log_softmax(z: &[f64]) -> Vec<f64> {
-    let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let lse = m + z.iter().map(|&v| (v - m).exp()).sum::<f64>().ln();
-    z.iter().map(|&v| v - lse).collect()
-}
-
-/// Row r of x + q.
-fn row(x: &[f64], q: Option<&[f64]>, c: usize, r: usize) -> Vec<f64> {
-    (0..c)
-        .map(|j| x[r * c + j] + q.map_or(0.0, |q| q[j]))
-        .collect()
-}
-
-/// Per-sample soft cross-entropy, in f64.
-fn cpu_soft_ce(x: &[f64], t: &[f64], q: Option<&[f64]>, b: usize, c: usize) -> Vec<f64> {
-    (0..b)
-        .map(|r| {
-            let ls = cpu_log_softmax(&row(x, q, c, r));
-            -(0..c).map(|j| t[r * c + j] * ls[j]).sum::<f64>()
-        })
-        .collect()
-}
-
-/// Analytic gradient g_r * (softmax_j * sum t - t_j), in f64.
-fn cpu_soft_ce_back(x: &[f64], t: &[f64], q: Option<&[f64]>, g: &[f64], c: usize) -> Vec<f64> {
-    let b = g.len();
-    let mut out = vec![0.0; b * c];
-    for r in 0..b {
-        let ls = cpu_log_softmax(&row(x, q, c, r));
-        let total: f64 = t[r * c..(r + 1) * c].iter().sum();
-        for j in 0..c {
-            out[r * c + j] = g[r] * (ls[j].exp() * total - t[r * c + j]);
-        }
-    }
-    out
-}
 
 /// Random soft targets in [0, 1) (rows do not sum to 1).
 fn targets(rng: &mut Rng, n: usize) -> Vec<f32> {
@@ -70,21 +33,23 @@ fn softmax_and_log_softmax_match_cpu() {
         let xt = upload(&gpu, &[b, c], &x);
         let x64 = f64s(&x);
         let want_ls: Vec<f64> = (0..b)
-            .flat_map(|r| cpu_log_softmax(&row(&x64, None, c, r)))
+            .flat_map(|r| cpu::log_softmax(&row(&x64, None, c, r)))
             .collect();
         let want_sm: Vec<f64> = want_ls.iter().map(|v| v.exp()).collect();
         let what = format!("[{b}, {c}] x{scale}");
-        let sm = softmax(&xt).unwrap();
-        assert_eq!(sm.shape(), [b, c]);
-        assert_close(
+        let sm = check_kernel(
             &format!("softmax {what}"),
-            &sm.to_f32_vec().unwrap(),
+            || softmax(&xt),
             &want_sm,
-            1e-6,
-            1e-4,
+            Tol::abs_rel(1e-6, 1e-4),
         );
-        let ls = log_softmax(&xt).unwrap().to_f32_vec().unwrap();
-        assert_close(&format!("log_softmax {what}"), &ls, &want_ls, 2e-5, 1e-5);
+        assert_eq!(sm.shape(), [b, c]);
+        check_kernel(
+            &format!("log_softmax {what}"),
+            || log_softmax(&xt),
+            &want_ls,
+            Tol::abs_rel(2e-5, 1e-5),
+        );
     }
 }
 
@@ -103,27 +68,20 @@ fn soft_cross_entropy_matches_cpu() {
         );
         let (x64, t64, q64) = (f64s(&x), f64s(&t), f64s(&q));
         let what = format!("[{b}, {c}] x{scale}");
-        let got = soft_cross_entropy(&xt, &tt, None).unwrap();
-        assert_eq!(got.shape(), [b]);
-        let want = cpu_soft_ce(&x64, &t64, None, b, c);
-        assert_close(
+        let want = cpu::soft_cross_entropy(&x64, &t64, None, c);
+        let got = check_kernel(
             &format!("soft ce {what}"),
-            &got.to_f32_vec().unwrap(),
+            || soft_cross_entropy(&xt, &tt, None),
             &want,
-            1e-4,
-            1e-4,
+            Tol::abs_rel(1e-4, 1e-4),
         );
-        let got = soft_cross_entropy(&xt, &tt, Some(&qt))
-            .unwrap()
-            .to_f32_vec()
-            .unwrap();
-        let want = cpu_soft_ce(&x64, &t64, Some(&q64), b, c);
-        assert_close(
+        assert_eq!(got.shape(), [b]);
+        let want = cpu::soft_cross_entropy(&x64, &t64, Some(&q64), c);
+        check_kernel(
             &format!("soft ce + margins {what}"),
-            &got,
+            || soft_cross_entropy(&xt, &tt, Some(&qt)),
             &want,
-            1e-4,
-            1e-4,
+            Tol::abs_rel(1e-4, 1e-4),
         );
     }
 }
@@ -154,13 +112,18 @@ fn soft_cross_entropy_backward_matches_analytic_and_finite_differences() {
             let got = soft_cross_entropy_backward(&xt, &tt, qg, &gt).unwrap();
             assert_eq!(got.shape(), [b, c]);
             let got = got.to_f32_vec().unwrap();
-            let want = cpu_soft_ce_back(&x64, &t64, qc, &g64, c);
-            assert_close(&format!("analytic {what}"), &got, &want, 1e-5, 1e-4);
+            let want = cpu::soft_cross_entropy_backward(&x64, &t64, qc, &g64, c);
+            assert_within(
+                &format!("analytic {what}"),
+                &got,
+                &want,
+                Tol::abs_rel(1e-5, 1e-4),
+            );
 
             // Central differences of L = sum_r g_r * loss_r w.r.t. every logit.
             let h = 1e-5;
             let objective = |xs: &[f64]| -> f64 {
-                let l = cpu_soft_ce(xs, &t64, qc, b, c);
+                let l = cpu::soft_cross_entropy(xs, &t64, qc, c);
                 l.iter().zip(&g64).map(|(l, g)| l * g).sum()
             };
             let mut xs = x64.clone();
@@ -174,7 +137,12 @@ fn soft_cross_entropy_backward_matches_analytic_and_finite_differences() {
                     (up - down) / (2.0 * h)
                 })
                 .collect();
-            assert_close(&format!("finite differences {what}"), &got, &fd, 1e-4, 1e-3);
+            assert_within(
+                &format!("finite differences {what}"),
+                &got,
+                &fd,
+                Tol::abs_rel(1e-4, 1e-3),
+            );
         }
     }
 }
@@ -198,12 +166,16 @@ fn hard_cross_entropy_matches_cpu() {
         for margins in [false, true] {
             let qc = margins.then_some(&q64[..]);
             let want: Vec<f64> = (0..b)
-                .map(|r| -cpu_log_softmax(&row(&x64, qc, c, r))[labels[r] as usize])
+                .map(|r| -cpu::log_softmax(&row(&x64, qc, c, r))[labels[r] as usize])
                 .collect();
-            let got = cross_entropy_hard(&xt, &lt, margins.then_some(&qt)).unwrap();
-            assert_eq!(got.shape(), [b]);
             let what = format!("hard ce [{b}, {c}] x{scale} margins {margins}");
-            assert_close(&what, &got.to_f32_vec().unwrap(), &want, 2e-5, 1e-4);
+            let got = check_kernel(
+                &what,
+                || cross_entropy_hard(&xt, &lt, margins.then_some(&qt)),
+                &want,
+                Tol::abs_rel(2e-5, 1e-4),
+            );
+            assert_eq!(got.shape(), [b]);
         }
     }
     // An out-of-range label gives NaN for that sample only.

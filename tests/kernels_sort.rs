@@ -2,28 +2,9 @@
 
 mod common;
 
-use common::Rng;
+use common::{Rng, cpu};
 use dynloss_wgpu::tensor::sort::{rank_bins, segmented_sort};
 use dynloss_wgpu::{DType, Error, Gpu, Tensor};
-
-/// The kernel's order-preserving map of f32 bits (NaN after +inf, -0 before +0).
-fn order_key(x: f32) -> u32 {
-    let b = x.to_bits();
-    if x.is_nan() {
-        b | 0x8000_0000
-    } else if b & 0x8000_0000 != 0 {
-        !b
-    } else {
-        b | 0x8000_0000
-    }
-}
-
-/// CPU reference: (segment, key, value) sorted ascending.
-fn cpu_sort(seg: &[u32], key: &[f32], val: &[u32]) -> Vec<(u32, f32, u32)> {
-    let mut v: Vec<(u32, f32, u32)> = (0..seg.len()).map(|i| (seg[i], key[i], val[i])).collect();
-    v.sort_by_key(|&(s, k, x)| (s, order_key(k), x));
-    v
-}
 
 /// Runs the GPU sort and checks every column exactly against the CPU reference.
 fn check(gpu: &Gpu, what: &str, seg: &[u32], key: &[f32], val: &[u32]) {
@@ -42,7 +23,7 @@ fn check(gpu: &Gpu, what: &str, seg: &[u32], key: &[f32], val: &[u32]) {
         r.key.to_f32_vec().unwrap(),
         r.value.to_u32_vec().unwrap(),
     );
-    let want = cpu_sort(seg, key, val);
+    let want = cpu::segmented_sort(seg, key, val);
     for (i, &(s, k, v)) in want.iter().enumerate() {
         let canon = |x: f32| {
             if x.is_nan() {

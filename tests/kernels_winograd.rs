@@ -13,7 +13,8 @@
 
 mod common;
 
-use common::{Rng, gpu};
+use common::cpu::{self, Conv};
+use common::{Rng, Tol, check_output, gpu};
 use dynloss_wgpu::Tensor;
 use dynloss_wgpu::gpu::ConvAlgo;
 use dynloss_wgpu::tensor::conv::{ConvGeom, conv2d, conv2d_input_grad, conv2d_weight_grad};
@@ -34,86 +35,6 @@ const SHAPES: [(usize, usize, usize, usize, usize, usize); 5] = [
     (1, 1, 1, 1, 1, 1),
 ];
 
-/// y = conv(x, w) with stride 1 and padding `pad`, and the matching sums of |x| |w|.
-#[allow(clippy::too_many_arguments)]
-fn cpu_conv(
-    x: &[f32],
-    w: &[f32],
-    (n, ci, h, wd): (usize, usize, usize, usize),
-    co: usize,
-    pad: usize,
-) -> (Vec<f64>, Vec<f64>, usize, usize) {
-    let (oh, ow) = (h + 2 * pad - 2, wd + 2 * pad - 2);
-    let mut y = vec![0.0; n * co * oh * ow];
-    let mut s = vec![0.0; n * co * oh * ow];
-    for b in 0..n {
-        for k in 0..co {
-            for i in 0..oh {
-                for j in 0..ow {
-                    let (mut acc, mut abs) = (0.0f64, 0.0f64);
-                    for c in 0..ci {
-                        for a in 0..3 {
-                            for e in 0..3 {
-                                let (r, q) = (
-                                    (i + a) as isize - pad as isize,
-                                    (j + e) as isize - pad as isize,
-                                );
-                                if r < 0 || q < 0 || r >= h as isize || q >= wd as isize {
-                                    continue;
-                                }
-                                let xv =
-                                    x[((b * ci + c) * h + r as usize) * wd + q as usize] as f64;
-                                let wv = w[((k * ci + c) * 3 + a) * 3 + e] as f64;
-                                acc += xv * wv;
-                                abs += (xv * wv).abs();
-                            }
-                        }
-                    }
-                    let o = ((b * co + k) * oh + i) * ow + j;
-                    y[o] = acc;
-                    s[o] = abs;
-                }
-            }
-        }
-    }
-    (y, s, oh, ow)
-}
-
-/// The largest |got - want| / S over all entries; fails beyond the tolerance.
-fn check(what: &str, got: &Tensor, want: &[f64], scale: &[f64], tol: f64) -> f64 {
-    let got = got.to_f32_vec().unwrap();
-    assert_eq!(got.len(), want.len(), "{what}: size");
-    let mut worst = 0.0f64;
-    for (i, ((g, w), s)) in got.iter().zip(want).zip(scale).enumerate() {
-        let err = (*g as f64 - w).abs();
-        assert!(
-            err <= tol * s + 1e-30,
-            "{what}: entry {i}: {g} vs {w} (terms of size {s})"
-        );
-        if *s > 0.0 {
-            worst = worst.max(err / s);
-        }
-    }
-    worst
-}
-
-/// w [K,C,3,3] as the forward weight of the input gradient: rotated by 180 degrees, channel
-/// axes swapped ([C,K,3,3]).
-fn flipped(w: &[f32], k: usize, c: usize) -> Vec<f32> {
-    let mut out = vec![0.0; w.len()];
-    for a in 0..k {
-        for b in 0..c {
-            for i in 0..3 {
-                for j in 0..3 {
-                    out[((b * k + a) * 3 + i) * 3 + j] =
-                        w[((a * c + b) * 3 + (2 - i)) * 3 + (2 - j)];
-                }
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn winograd_forward_and_input_grad_match_the_cpu() {
     let g = gpu();
@@ -126,26 +47,32 @@ fn winograd_forward_and_input_grad_match_the_cpu() {
         let w = rng.vec(co * ci * 9);
         let xt = Tensor::from_f32(&g, &[n, ci, h, wd], &x).unwrap();
         let wt = Tensor::from_f32(&g, &[co, ci, 3, 3], &w).unwrap();
-        let (want, scale, oh, ow) = cpu_conv(&x, &w, (n, ci, h, wd), co, pad);
+        let conv = Conv::k3(n, ci, h, wd, co, pad);
+        let (oh, ow) = conv.out();
+        let (want, scale) = cpu::conv2d(&x, &w, &conv);
         let geom = ConvGeom { stride: 1, pad };
         let direct = conv2d(&xt, &wt, geom).unwrap();
-        let e_d = check(
+        let e_d = check_output(
             &format!("{what}: direct forward"),
             &direct,
             &want,
-            &scale,
-            TOL_F2,
+            Tol::Terms {
+                rel: TOL_F2,
+                terms: &scale,
+            },
         );
         let mut line = format!("{what}: forward error / S: direct {e_d:.1e}");
         for (tile, tol) in TILES {
             let wino = winograd::conv2d(&xt, &wt, pad, tile).unwrap();
             assert_eq!(wino.shape(), &[n, co, oh, ow], "{what}: shape");
-            let e = check(
+            let e = check_output(
                 &format!("{what}: {tile:?} forward"),
                 &wino,
                 &want,
-                &scale,
-                tol,
+                Tol::Terms {
+                    rel: tol,
+                    terms: &scale,
+                },
             );
             line += &format!(", {tile:?} {e:.1e}");
         }
@@ -154,16 +81,19 @@ fn winograd_forward_and_input_grad_match_the_cpu() {
         // Input gradient: the convolution of dy with the flipped filter, padded by 2 - pad.
         let dy = rng.vec(n * co * oh * ow);
         let dyt = Tensor::from_f32(&g, &[n, co, oh, ow], &dy).unwrap();
-        let wf = flipped(&w, co, ci);
-        let (want, scale, gh, gw) = cpu_conv(&dy, &wf, (n, co, oh, ow), ci, 2 - pad);
-        assert_eq!((gh, gw), (h, wd), "{what}: input-gradient plane");
+        let wf = cpu::flipped(&w, co, ci);
+        let back = Conv::k3(n, co, oh, ow, ci, 2 - pad);
+        assert_eq!(back.out(), (h, wd), "{what}: input-gradient plane");
+        let (want, scale) = cpu::conv2d(&dy, &wf, &back);
         let direct = conv2d_input_grad(&dyt, &wt, (h, wd), geom).unwrap();
-        let e_d = check(
+        let e_d = check_output(
             &format!("{what}: direct input grad"),
             &direct,
             &want,
-            &scale,
-            TOL_F2,
+            Tol::Terms {
+                rel: TOL_F2,
+                terms: &scale,
+            },
         );
         let mut line = format!("{what}: input-grad error / S: direct {e_d:.1e}");
         for (tile, tol) in TILES {
@@ -173,59 +103,19 @@ fn winograd_forward_and_input_grad_match_the_cpu() {
                 &[n, ci, h, wd],
                 "{what}: input-gradient shape"
             );
-            let e = check(
+            let e = check_output(
                 &format!("{what}: {tile:?} input grad"),
                 &wino,
                 &want,
-                &scale,
-                tol,
+                Tol::Terms {
+                    rel: tol,
+                    terms: &scale,
+                },
             );
             line += &format!(", {tile:?} {e:.1e}");
         }
         println!("{line}");
     }
-}
-
-/// dW[k][c][a][e] = sum over images and output pixels of dy[b,k,i,j] x[b,c,i+a-pad,j+e-pad],
-/// and the matching sums of |dy| |x|.
-fn cpu_weight_grad(
-    x: &[f32],
-    dy: &[f32],
-    (n, ci, h, wd): (usize, usize, usize, usize),
-    co: usize,
-    pad: usize,
-) -> (Vec<f64>, Vec<f64>) {
-    let (oh, ow) = (h + 2 * pad - 2, wd + 2 * pad - 2);
-    let mut dw = vec![0.0; co * ci * 9];
-    let mut s = vec![0.0; co * ci * 9];
-    for b in 0..n {
-        for k in 0..co {
-            for c in 0..ci {
-                for a in 0..3 {
-                    for e in 0..3 {
-                        let o = ((k * ci + c) * 3 + a) * 3 + e;
-                        for i in 0..oh {
-                            for j in 0..ow {
-                                let (r, q) = (
-                                    (i + a) as isize - pad as isize,
-                                    (j + e) as isize - pad as isize,
-                                );
-                                if r < 0 || q < 0 || r >= h as isize || q >= wd as isize {
-                                    continue;
-                                }
-                                let xv =
-                                    x[((b * ci + c) * h + r as usize) * wd + q as usize] as f64;
-                                let g = dy[((b * co + k) * oh + i) * ow + j] as f64;
-                                dw[o] += g * xv;
-                                s[o] += (g * xv).abs();
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    (dw, s)
 }
 
 /// F(4x4)'s weight gradient (the adjoint transforms around products whose 8x8 blocks are
@@ -240,29 +130,34 @@ fn winograd_weight_grad_matches_the_cpu() {
     let more = [(11, 20, 17, 17, 13, 1), (3, 40, 9, 9, 24, 1)];
     for (n, ci, h, wd, co, pad) in SHAPES.into_iter().chain(more) {
         let what = format!("n{n} {ci}->{co} {h}x{wd} pad {pad}");
-        let (oh, ow) = (h + 2 * pad - 2, wd + 2 * pad - 2);
+        let conv = Conv::k3(n, ci, h, wd, co, pad);
+        let (oh, ow) = conv.out();
         let x = rng.vec(n * ci * h * wd);
         let dy = rng.vec(n * co * oh * ow);
         let xt = Tensor::from_f32(&g, &[n, ci, h, wd], &x).unwrap();
         let dyt = Tensor::from_f32(&g, &[n, co, oh, ow], &dy).unwrap();
-        let (want, scale) = cpu_weight_grad(&x, &dy, (n, ci, h, wd), co, pad);
+        let (want, scale) = cpu::conv2d_weight_grad(&x, &dy, &conv);
         let geom = ConvGeom { stride: 1, pad };
         let direct = conv2d_weight_grad(&xt, &dyt, (3, 3), geom).unwrap();
-        let e_d = check(
+        let e_d = check_output(
             &format!("{what}: direct weight grad"),
             &direct,
             &want,
-            &scale,
-            TOL_F2,
+            Tol::Terms {
+                rel: TOL_F2,
+                terms: &scale,
+            },
         );
         let wino = winograd::conv2d_weight_grad(&xt, &dyt, pad).unwrap();
         assert_eq!(wino.shape(), &[co, ci, 3, 3], "{what}: shape");
-        let e = check(
+        let e = check_output(
             &format!("{what}: F4 weight grad"),
             &wino,
             &want,
-            &scale,
-            TOL_F4,
+            Tol::Terms {
+                rel: TOL_F4,
+                terms: &scale,
+            },
         );
         println!("{what}: weight-grad error / S: direct {e_d:.1e}, F4 {e:.1e}");
     }

@@ -1,10 +1,11 @@
 //! The GPU runtime: device, buffer pool, pipeline cache and a command recorder that batches
 //! dispatches into few submissions. It knows WGSL kernels and buffers, nothing of autograd.
 //! The file is longer than most because `Gpu` is one object whose methods (buffers, uploads,
-//! reads, flushes, dispatch recording) share the recorder's state; the adapter choice, the
-//! buffer pool, the shader sources and the parameter layouts live in the submodules.
+//! reads, flushes, pipelines) share the recorder's state; the adapter choice, the buffer pool,
+//! the shader sources, the parameter layouts and the dispatch checks live in the submodules.
 
 pub mod adapter;
+mod dispatch;
 pub mod kernel_choice;
 pub mod params;
 pub mod pool;
@@ -667,158 +668,6 @@ impl Gpu {
     /// Compiles (or finds cached) the pipeline for `k` without running it.
     pub fn prepare<P: KernelParams>(&self, k: &Kernel<P>) -> Result<()> {
         self.pipeline(k).map(|_| ())
-    }
-
-    /// Records one dispatch of `k` with `params` (binding 0) and `buffers` bound, in order, to
-    /// the entry point's storage bindings.
-    pub fn dispatch<P: KernelParams>(
-        &self,
-        k: &Kernel<P>,
-        params: &P,
-        buffers: &[&Buffer],
-        groups: [u32; 3],
-    ) -> Result<()> {
-        self.dispatch_noted(k, params, buffers, groups, || {
-            (format!("{} {}", k.shader, k.entry), 0.0)
-        })
-    }
-
-    /// [`Self::dispatch`] with what a profile should call it: `note` gives the label and the
-    /// floating-point operations, and runs only while a profile is open.
-    pub fn dispatch_noted<P: KernelParams>(
-        &self,
-        k: &Kernel<P>,
-        params: &P,
-        buffers: &[&Buffer],
-        groups: [u32; 3],
-        note: impl FnOnce() -> (String, f64),
-    ) -> Result<()> {
-        if groups.contains(&0) {
-            return Ok(());
-        }
-        if groups.iter().any(|&g| g > MAX_GROUPS) {
-            return Err(Error::Device(format!(
-                "{}:{} dispatch {:?} exceeds {MAX_GROUPS} workgroups per dimension",
-                k.shader, k.entry, groups
-            )));
-        }
-        let pipe = self.pipeline(k)?;
-        let storage: Vec<u32> = pipe
-            .bindings
-            .iter()
-            .filter(|(_, kind)| *kind != BindingKind::Params)
-            .map(|(b, _)| *b)
-            .collect();
-        if storage.len() != buffers.len() {
-            return Err(Error::Device(format!(
-                "{}:{} binds {} storage buffers, {} given",
-                k.shader,
-                k.entry,
-                storage.len(),
-                buffers.len()
-            )));
-        }
-        // A buffer above the binding limit would fail bind-group validation inside wgpu (a
-        // panic); say which kernel and how large instead.
-        let limit = self.0.device.limits().max_storage_buffer_binding_size;
-        if let Some(b) = buffers.iter().find(|b| b.raw().size() > limit) {
-            return Err(Error::Device(format!(
-                "{}:{} would bind a {:.1} MiB buffer (a {}-byte tensor), above this device's \
-                 {:.1} MiB storage binding limit (max_storage_buffer_binding_size); use a \
-                 smaller batch size or image size",
-                k.shader,
-                k.entry,
-                b.raw().size() as f64 / (1 << 20) as f64,
-                b.bytes,
-                limit as f64 / (1 << 20) as f64
-            )));
-        }
-        // A host struct that drifted from the WGSL would feed the kernel shifted fields.
-        if pipe.params_size as usize != size_of::<P>() {
-            return Err(Error::Device(format!(
-                "{}:{} takes a {}-byte parameter struct, {} has {} bytes",
-                k.shader,
-                k.entry,
-                pipe.params_size,
-                P::NAME,
-                size_of::<P>()
-            )));
-        }
-        assert!(
-            size_of::<P>() <= PARAM_SLOT as usize,
-            "parameters exceed one arena slot"
-        );
-        if let Some(b) = buffers.iter().find(|b| !Rc::ptr_eq(&b.gpu.0, &self.0)) {
-            return Err(Error::Device(format!(
-                "{}:{} was given buffer #{} of another device",
-                k.shader, k.entry, b.id
-            )));
-        }
-        let mut key_ids = Vec::with_capacity(buffers.len());
-        key_ids.extend(buffers.iter().map(|b| b.id));
-        let bind = {
-            let mut cache = self.0.bind_groups.borrow_mut();
-            if cache.len() > 8192 {
-                cache.clear();
-            }
-            cache
-                .entry((pipe.id, key_ids))
-                .or_insert_with(|| {
-                    let mut entries = Vec::with_capacity(buffers.len() + 1);
-                    let mut it = buffers.iter();
-                    for (b, kind) in &pipe.bindings {
-                        let resource = if *kind == BindingKind::Params {
-                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                buffer: &self.0.arena,
-                                offset: 0,
-                                size: wgpu::BufferSize::new(PARAM_SLOT),
-                            })
-                        } else {
-                            it.next().expect("counted above").raw().as_entire_binding()
-                        };
-                        entries.push(wgpu::BindGroupEntry {
-                            binding: *b,
-                            resource,
-                        });
-                    }
-                    self.0.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: None,
-                        layout: &pipe.layout,
-                        entries: &entries,
-                    })
-                })
-                .clone()
-        };
-        if self.0.trace {
-            eprintln!(
-                "[dispatch] {}:{} {:?} groups={:?} params={:?}",
-                k.shader, k.entry, k.constants, groups, params
-            );
-        }
-        let offset = {
-            let mut rec = self.0.rec.borrow_mut();
-            let off = rec.params.len();
-            rec.params.extend_from_slice(bytemuck::bytes_of(params));
-            rec.params.resize(off + PARAM_SLOT as usize, 0);
-            off as u32
-        };
-        self.0.dispatches.set(self.0.dispatches.get() + 1);
-        let bound: u64 = buffers.iter().map(|b| b.bytes).sum();
-        self.record(
-            Cmd::Dispatch {
-                pipe,
-                bind,
-                offset,
-                groups,
-            },
-            note,
-            bound,
-        );
-        if self.0.trace {
-            // Submit each dispatch alone so a validation error points at it.
-            self.flush();
-        }
-        Ok(())
     }
 }
 
