@@ -38,30 +38,9 @@ pub fn decode_image_as(bytes: &[u8], path: &Path, shape: [usize; 3]) -> Result<V
     let img = image::load_from_memory(bytes)
         .map_err(|e| format_err(path, format!("cannot decode image: {e}")))?;
     if c == 1 {
-        let luma = img.to_luma8();
-        let luma = if luma.width() as usize == w && luma.height() as usize == h {
-            luma
-        } else {
-            image::imageops::resize(
-                &luma,
-                w as u32,
-                h as u32,
-                image::imageops::FilterType::Triangle,
-            )
-        };
-        return Ok(luma.into_raw());
+        return Ok(fit(img.to_luma8(), w, h).into_raw());
     }
-    let rgb = img.to_rgb8();
-    let rgb = if rgb.width() as usize == w && rgb.height() as usize == h {
-        rgb
-    } else {
-        image::imageops::resize(
-            &rgb,
-            w as u32,
-            h as u32,
-            image::imageops::FilterType::Triangle,
-        )
-    };
+    let rgb = fit(img.to_rgb8(), w, h);
     let plane = h * w;
     let mut out = vec![0u8; 3 * plane];
     for (i, px) in rgb.pixels().enumerate() {
@@ -70,6 +49,24 @@ pub fn decode_image_as(bytes: &[u8], path: &Path, shape: [usize; 3]) -> Result<V
         out[2 * plane + i] = px[2];
     }
     Ok(out)
+}
+
+/// `img` resized (bilinear) to `w` x `h`, or as it is when it already has that size.
+fn fit<P: image::Pixel<Subpixel = u8> + 'static>(
+    img: image::ImageBuffer<P, Vec<u8>>,
+    w: usize,
+    h: usize,
+) -> image::ImageBuffer<P, Vec<u8>> {
+    if img.width() as usize == w && img.height() as usize == h {
+        img
+    } else {
+        image::imageops::resize(
+            &img,
+            w as u32,
+            h as u32,
+            image::imageops::FilterType::Triangle,
+        )
+    }
 }
 
 /// Reads and decodes one image file.
